@@ -1,0 +1,195 @@
+"""The exporter's vocabulary: what a target is and what a probe of it found.
+
+Everything here is a frozen dataclass or an enum, so targets can be used as dictionary keys, compared
+between discovery rounds and shared between the scheduler, the metrics and the localizer without copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class PathClass(StrEnum):
+    """Which leg of a Kubernetes request a target exercises."""
+
+    POD_IP = "pod_ip"  # straight to a pod IP, across the overlay when the pod is on another node
+    CLUSTER_IP = "cluster_ip"  # to a Service ClusterIP: kube-proxy's NAT picks an endpoint
+    DNS = "dns"  # a DNS query, to the kube-dns ClusterIP or to a CoreDNS pod directly
+    INGRESS = "ingress"  # an HTTP request through the ingress controller to a backend Service
+
+
+class Via(StrEnum):
+    """How the destination address is reached; tells "DNS via the Service" from "DNS to a CoreDNS pod"."""
+
+    SERVICE = "service"  # a Service ClusterIP (kube-proxy NAT on the client's node)
+    POD = "pod"  # a pod IP, no NAT
+    INGRESS = "ingress"  # an ingress controller address (which then dials the backend)
+    NODE = "node"  # a node address or host port
+
+
+class Perspective(StrEnum):
+    """Whose network namespace the probe's socket lives in."""
+
+    POD = "pod"
+    NODE = "node"
+
+
+class Transport(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class Reason(StrEnum):
+    """Why a probe ended the way it did. A closed set, so `reason` labels stay bounded."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"  # the whole probe ran out of time (where no finer phase applies)
+    CONNECT_TIMEOUT = "connect_timeout"  # no answer to our SYNs: dropped somewhere on the path
+    REFUSED = "refused"  # RST to our SYN: reachable host, nothing listening (or a REJECT rule)
+    UNREACHABLE = "unreachable"  # ICMP unreachable / no route
+    RESET = "reset"  # connection reset after it was established
+    RESPONSE_TIMEOUT = "response_timeout"  # connected, but no response (first byte) in time
+    BODY_TIMEOUT = "body_timeout"  # headers arrived, the body stalled: the MTU-blackhole signature
+    SHORT_BODY = "short_body"  # body smaller than the configured minimum
+    BAD_STATUS = "bad_status"  # HTTP status outside the expected set (the code is in http metrics)
+    TLS_ERROR = "tls_error"
+    PROTOCOL_ERROR = "protocol_error"  # the peer spoke something we could not parse
+    NXDOMAIN = "nxdomain"
+    SERVFAIL = "servfail"
+    DNS_REFUSED = "dns_refused"  # rcode REFUSED (a DNS answer, not a TCP RST)
+    DNS_ERROR = "dns_error"  # any other non-zero rcode
+    NO_ANSWER = "no_answer"  # NOERROR with an empty answer section for the asked type
+    TRUNCATED = "truncated"  # UDP answer with TC set: the caller must retry over TCP
+    WRONG_ANSWER = "wrong_answer"  # answered, but not with any expected record
+    ERROR = "error"  # anything else; the detail string says what
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """What every target has: its identity, the labels that localize it, and its schedule."""
+
+    name: str
+    path: PathClass
+    via: Via
+    target_node: str = ""  # node the destination lives on, "" when unknown or not one node (a Service)
+    service: str = ""  # "namespace/name" of the Service this target belongs to, "" when none
+    interval: float = 10.0  # seconds between probes
+    timeout: float = 3.0  # seconds a probe may take
+    source: str = "static"  # where the target came from: "static" or a discovery source
+
+    kind = "abstract"
+
+    @property
+    def transport(self) -> Transport:
+        return Transport.TCP
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identity across discovery rounds and in metrics: two targets with the same key are the same
+        series. Names are unique except that one DNS entry may ask over both UDP and TCP."""
+        return (self.name, self.transport.value)
+
+    @property
+    def address(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class TCPTarget(Target):
+    """A TCP connect to ip:port: the pod-IP and ClusterIP paths."""
+
+    host: str
+    port: int
+
+    kind = "tcp"
+
+    @property
+    def address(self) -> str:
+        return format_hostport(self.host, self.port)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HTTPTarget(Target):
+    """An HTTP(S) request, optionally with a Host header: the ingress path, or a Service over HTTP."""
+
+    url: str  # scheme://ip[:port]/path — the address actually dialled
+    host_header: str = ""  # sent as Host (and as TLS SNI) when set
+    expect_status: frozenset[int] = frozenset({200})
+    min_body_bytes: int = 0  # a large response that stalls (MTU) is caught only when this is set
+    tls_verify: bool = False  # ingress certificates rarely match a probe's view; verification is opt-in
+
+    kind = "http"
+
+    @property
+    def address(self) -> str:
+        return self.url
+
+
+class DNSQueryType(StrEnum):
+    A = "A"
+    AAAA = "AAAA"
+    SRV = "SRV"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DNSTarget(Target):
+    """A DNS query to one server over one transport (UDP and TCP are separate targets)."""
+
+    server: str
+    port: int = 53
+    protocol: Transport = Transport.UDP
+    query_name: str
+    query_type: DNSQueryType = DNSQueryType.A
+    expect: frozenset[str] = frozenset()  # any of these in the answer is a pass; empty: any answer
+
+    kind = "dns"
+
+    @property
+    def transport(self) -> Transport:
+        return self.protocol
+
+    @property
+    def address(self) -> str:
+        return format_hostport(self.server, self.port)
+
+
+AnyTarget = TCPTarget | HTTPTarget | DNSTarget
+
+
+@dataclass(frozen=True)
+class TCPInfo:
+    """The kernel's own view of a connection right after the handshake (Linux TCP_INFO)."""
+
+    syn_retransmits: int  # SYNs sent beyond the first: each one is a lost packet, not just "slow"
+    rtt_seconds: float
+    rttvar_seconds: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe found. Probes never raise: every outcome is one of these."""
+
+    ok: bool
+    reason: Reason
+    duration: float  # seconds, wall clock, whole probe
+    detail: str = ""  # human-readable: the error text or a short summary of the answer
+    phases: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    tcp_info: TCPInfo | None = None
+    http_status: int | None = None
+    body_bytes: int | None = None
+    answers: tuple[str, ...] = ()  # DNS answer records, as text
+
+    @staticmethod
+    def success(duration: float, **kwargs: object) -> ProbeResult:
+        return ProbeResult(ok=True, reason=Reason.OK, duration=duration, **kwargs)  # type: ignore[arg-type]
+
+    @staticmethod
+    def failure(reason: Reason, duration: float, detail: str = "", **kwargs: object) -> ProbeResult:
+        return ProbeResult(ok=False, reason=reason, duration=duration, detail=detail, **kwargs)  # type: ignore[arg-type]
+
+
+def format_hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
