@@ -142,7 +142,7 @@ def _ip(value: Any, where: str) -> str:
         raise ConfigError(where, f"not an IP address: {text!r}") from None
 
 
-def _hostport(value: Any, where: str, default_port: int | None) -> tuple[str, int]:
+def _hostport(value: Any, where: str, default_port: int | None, *, lowest_port: int = 1) -> tuple[str, int]:
     """ "10.42.1.5:8080", "[fd00::1]:53" or, where a default port exists, a bare IP."""
     text = _str(value, where)
     m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
@@ -153,8 +153,8 @@ def _hostport(value: Any, where: str, default_port: int | None) -> tuple[str, in
         host, port = text.strip("[]"), default_port
     else:
         raise ConfigError(where, f"expected ip:port, got {text!r}")
-    if not 1 <= port <= 65535:
-        raise ConfigError(where, f"port {port} is outside 1-65535")
+    if not lowest_port <= port <= 65535:
+        raise ConfigError(where, f"port {port} is outside {lowest_port}-65535")
     return _ip(host, where), port
 
 
@@ -288,7 +288,8 @@ def parse_config(raw: Any) -> Config:
     _check_keys(doc, _TOP_KEYS, "")
 
     source_node = _str(doc["source_node"], "source_node") if "source_node" in doc else default_source_node()
-    listen_host, listen_port = _hostport(doc.get("listen", DEFAULT_LISTEN), "listen", None)
+    # Port 0 (any free port) is allowed for listening: tests and the lab use it.
+    listen_host, listen_port = _hostport(doc.get("listen", DEFAULT_LISTEN), "listen", None, lowest_port=0)
     perspective = _enum(Perspective, doc.get("perspective", "pod"), "perspective", ["pod", "node"])
 
     defaults = _mapping(doc.get("defaults", {}), "defaults")
@@ -340,7 +341,7 @@ def parse_config(raw: Any) -> Config:
 
 def parse_listen(config: Config, listen: str) -> Config:
     """The config with its listen address replaced (the --listen flag), validated like the file's."""
-    host, port = _hostport(listen, "--listen", None)
+    host, port = _hostport(listen, "--listen", None, lowest_port=0)
     return dataclasses.replace(config, listen_host=host, listen_port=port)
 
 

@@ -1,0 +1,62 @@
+# Two entry points (see README): `make demo` and `make test`. Each installs what it needs: Debian packages
+# with apt-get (only when a tool is missing, so reruns are fast) and Python packages into .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# tool on PATH -> Debian package that provides it
+DEB_TOOLS := ip:iproute2 iptables:iptables nft:nftables dnsmasq:dnsmasq-base nginx:nginx \
+             prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager \
+             prometheus-alertmanager:prometheus-alertmanager \
+             prometheus-blackbox-exporter:prometheus-blackbox-exporter ethtool:ethtool conntrack:conntrack \
+             sysctl:procps
+
+.PHONY: help deps venv lint typecheck test test-fast test-lab demo bench clean
+
+help:
+	@echo "make demo   - run the network lab, exporters, Prometheus and a diagnosis report"
+	@echo "make test   - lint, type-check and run every test (lab tests included)"
+
+deps:
+	@missing=""; for pair in $(DEB_TOOLS); do tool=$${pair%%:*}; pkg=$${pair#*:}; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  pkgs=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	  echo "installing Debian packages:$$pkgs"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+# Everything, lab included: the lab needs root and network namespaces, which CI has.
+test: deps venv lint typecheck
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: venv
+	$(BIN)/pytest -q -m "not lab"
+
+test-lab: deps venv
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -m lab
+
+demo: deps venv
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m lab.demo
+
+bench: deps venv
+	$(BIN)/python bench/probe_cost.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache out

@@ -1,0 +1,195 @@
+"""Command line: ``run`` (serve /metrics), ``probe`` (every target once, as a table), ``check-config``.
+
+Exit status: 0 success; 1 ``probe`` found a failing target; 2 bad config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+
+from . import __version__
+from .app import Exporter
+from .config import Config, ConfigError, load_config, parse_listen
+from .model import AnyTarget, PathClass, ProbeResult
+from .probes import run_probe
+from .server import MetricsServer
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netpath-exporter",
+        description="Probe every network path a Kubernetes request takes and export the results to Prometheus.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="probe continuously and serve /metrics, /healthz, /readyz")
+    run.add_argument("--config", required=True, help="YAML config file")
+    run.add_argument("--listen", help="override the config's listen address (ip:port)")
+
+    probe = sub.add_parser("probe", help="probe every target once and print what works and what doesn't")
+    probe.add_argument("--config", required=True, help="YAML config file")
+    probe.add_argument("--json", action="store_true", help="print JSON (one list of results) instead of a table")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config if args.command != "check-config" else args.file)
+        if args.command == "run" and args.listen:
+            config = parse_listen(config, args.listen)
+    except ConfigError as exc:
+        print(f"netpath-exporter: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print(f"{args.file}: ok, {len(config.targets)} targets")
+        return EXIT_OK
+    if args.command == "probe":
+        return asyncio.run(_probe_once(config, as_json=args.json, out=sys.stdout))
+    return asyncio.run(_run(config))
+
+
+# --- run ---
+
+
+async def _run(config: Config) -> int:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Exporter(config, registry) as exporter:
+        try:
+            server = MetricsServer(
+                config.listen_host,
+                config.listen_port,
+                registry,
+                healthy=exporter.healthy,
+                ready=exporter.ready,
+            )
+        except OSError as exc:
+            print(
+                f"netpath-exporter: cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        server.start()
+        print(
+            f"netpath-exporter {__version__}: {len(config.targets)} static targets, "
+            f"serving on {config.listen_host}:{server.port}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+    return EXIT_OK
+
+
+# --- probe ---
+
+
+async def probe_all(config: Config) -> list[tuple[AnyTarget, ProbeResult]]:
+    """Every target once, concurrently within the config's bound, in config order."""
+    slots = asyncio.Semaphore(config.scheduler.max_concurrency)
+
+    async def one(target: AnyTarget) -> ProbeResult:
+        async with slots:
+            return await run_probe(target, target.timeout)
+
+    results = await asyncio.gather(*(one(t) for t in config.targets))
+    return list(zip(config.targets, results, strict=True))
+
+
+def result_record(target: AnyTarget, result: ProbeResult) -> dict[str, Any]:
+    """One probe as a JSON-ready dict: the target's labels plus what the probe found."""
+    record: dict[str, Any] = {
+        "name": target.name,
+        "kind": target.kind,
+        "path": target.path.value,
+        "via": target.via.value,
+        "transport": target.transport.value,
+        "address": target.address,
+        "target_node": target.target_node,
+        "service": target.service,
+        "ok": result.ok,
+        "reason": result.reason.value,
+        "duration": round(result.duration, 6),
+        "detail": result.detail,
+        "phases": {k: round(v, 6) for k, v in result.phases.items()},
+    }
+    if result.tcp_info is not None:
+        record["syn_retransmits"] = result.tcp_info.syn_retransmits
+        record["tcp_rtt"] = result.tcp_info.rtt_seconds
+    if result.http_status is not None:
+        record["http_status"] = result.http_status
+    if result.body_bytes is not None:
+        record["body_bytes"] = result.body_bytes
+    if result.answers:
+        record["answers"] = list(result.answers)
+    return record
+
+
+def format_table(config: Config, results: list[tuple[AnyTarget, ProbeResult]]) -> str:
+    """A per-path table a person reads top to bottom: what works, what doesn't, how fast, why."""
+    lines = [f"netpath-exporter probe from node {config.source_node} ({config.perspective.value} network)"]
+    for path in PathClass:
+        rows = [(t, r) for t, r in results if t.path == path]
+        if not rows:
+            continue
+        failed = sum(not r.ok for _, r in rows)
+        lines.append("")
+        lines.append(f"{path.value}  ({len(rows) - failed}/{len(rows)} ok)")
+        for target, result in rows:
+            mark = "✅" if result.ok else "❌"
+            node = f"→{target.target_node}" if target.target_node else ""
+            outcome = _outcome(result)
+            lines.append(
+                f"  {mark} {target.name:<28} {target.transport.value:<3} {target.address:<34} "
+                f"{node:<10} {result.duration * 1000:>8.1f} ms  {outcome}"
+            )
+    failed_total = sum(not r.ok for _, r in results)
+    lines.append("")
+    lines.append(f"{len(results) - failed_total} ok, {failed_total} failing")
+    return "\n".join(lines)
+
+
+def _outcome(result: ProbeResult) -> str:
+    parts = [result.reason.value]
+    if result.http_status is not None:
+        parts.append(f"HTTP {result.http_status}")
+    if result.tcp_info is not None and result.tcp_info.syn_retransmits:
+        parts.append(f"{result.tcp_info.syn_retransmits} SYN retransmits")
+    if not result.ok and result.detail:
+        parts.append(result.detail[:60])
+    return " · ".join(parts)
+
+
+async def _probe_once(config: Config, *, as_json: bool, out: TextIO) -> int:
+    results = await probe_all(config)
+    if as_json:
+        json.dump([result_record(t, r) for t, r in results], out, indent=1)
+        out.write("\n")
+    else:
+        out.write(format_table(config, results) + "\n")
+    return EXIT_OK if all(r.ok for _, r in results) else EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

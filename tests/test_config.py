@@ -1,0 +1,147 @@
+"""Config validation: good files become typed targets, bad ones name the field and exit 2."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import main
+from exporter.config import DEFAULT_PORT, ConfigError, load_config, parse_config
+from exporter.model import DNSTarget, HTTPTarget, PathClass, TCPTarget, Transport, Via
+
+GOOD = textwrap.dedent(
+    """
+    source_node: node-a
+    listen: 127.0.0.1:0
+    defaults: {interval: 5s, timeout: 1500ms}
+    targets:
+      - {name: web-b, kind: tcp, path: pod_ip, address: "10.42.1.5:8080", target_node: node-b}
+      - {name: web-svc, kind: tcp, path: cluster_ip, address: "10.43.12.7:80", service: default/web, interval: 1m}
+      - name: kube-dns
+        kind: dns
+        path: dns
+        address: 10.43.0.10
+        transports: [udp, tcp]
+        query: kubernetes.default.svc.cluster.local
+        expect: [10.43.0.1]
+      - name: ingress
+        kind: http
+        path: ingress
+        url: http://10.42.0.9/big
+        host: platform.keybuzz.io
+        min_body_bytes: 65536
+    """
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_good_file_becomes_typed_targets(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert config.source_node == "node-a"
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 0)
+    tcp, svc, dns_udp, dns_tcp, http = config.targets
+    assert tcp == TCPTarget(
+        name="web-b", path=PathClass.POD_IP, via=Via.POD, target_node="node-b", host="10.42.1.5", port=8080,
+        interval=5.0, timeout=1.5,
+    )
+    assert svc.via is Via.SERVICE and svc.interval == 60.0 and svc.service == "default/web"
+    assert isinstance(dns_udp, DNSTarget) and isinstance(dns_tcp, DNSTarget)
+    assert (dns_udp.transport, dns_tcp.transport) == (Transport.UDP, Transport.TCP)
+    assert dns_udp.port == 53 and dns_udp.expect == frozenset({"10.43.0.1"})
+    assert isinstance(http, HTTPTarget)
+    assert http.host_header == "platform.keybuzz.io" and http.min_body_bytes == 65536
+    assert http.expect_status == frozenset({200})
+
+
+def test_defaults_apply_when_the_file_is_minimal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_NAME", "from-downward-api")
+    config = parse_config({})
+    assert config.source_node == "from-downward-api"
+    assert config.listen_port == DEFAULT_PORT
+    assert config.targets == ()
+
+
+@pytest.mark.parametrize(
+    ("snippet", "where", "problem"),
+    [
+        ({"tragets": []}, "tragets", "unknown key"),
+        ({"targets": [{"name": "x", "kind": "tcp", "path": "pod_ip", "address": "10.0.0.1:80", "colour": 1}]},
+         "targets[0].colour", "unknown key"),
+        ({"targets": [{"name": "x", "kind": "tcp", "path": "pod_ip", "address": "10.0.0.300:80"}]},
+         "targets[0].address", "not an IP address"),
+        ({"targets": [{"name": "x", "kind": "tcp", "path": "pod_ip", "address": "10.0.0.1"}]},
+         "targets[0].address", "expected ip:port"),
+        ({"targets": [{"name": "x", "kind": "tcp", "path": "pod_ip", "address": "10.0.0.1:70000"}]},
+         "targets[0].address", "outside 1-65535"),
+        ({"targets": [{"name": "x", "kind": "tcp", "path": "pod_ip", "address": "10.0.0.1:80", "interval": -1}]},
+         "targets[0].interval", "must be positive"),
+        ({"defaults": {"interval": "soon"}}, "defaults.interval", "expected a duration"),
+        ({"targets": [{"name": "x", "kind": "tcp", "path": "pod_ip", "address": "10.0.0.1:80",
+                       "interval": "1s", "timeout": "2s"}]},
+         "targets[0].timeout", "longer than the interval"),
+        ({"targets": [{"name": "x", "kind": "icmp", "path": "pod_ip"}]}, "targets[0].kind", "expected one of"),
+        ({"targets": [{"name": "x", "kind": "tcp", "path": "nodeport", "address": "10.0.0.1:80"}]},
+         "targets[0].path", "expected one of"),
+        ({"targets": [{"name": "x", "kind": "http", "path": "ingress", "url": "ftp://10.0.0.1/"}]},
+         "targets[0].url", "expected http"),
+        ({"targets": [{"name": "x", "kind": "dns", "path": "dns", "address": "10.43.0.10", "query": "a.b",
+                       "transports": ["quic"]}]},
+         "targets[0].transports[0]", "expected one of"),
+        ({"targets": [{"name": "x", "kind": "tcp", "path": "pod_ip", "address": "10.0.0.1:80"},
+                      {"name": "x", "kind": "tcp", "path": "pod_ip", "address": "10.0.0.2:80"}]},
+         "targets[1].name", "already used"),
+        ({"listen": "0.0.0.0"}, "listen", "expected ip:port"),
+        ({"scheduler": {"max_concurrency": 0}}, "scheduler.max_concurrency", "from 1 to"),
+        ({"latency_buckets": [0.1, 0.01]}, "latency_buckets", "strictly increasing"),
+        ({"targets": "all of them"}, "targets", "expected a list"),
+    ],
+)
+def test_bad_config_names_the_field(snippet: dict[str, object], where: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(snippet)
+    assert info.value.where == where
+    assert problem in info.value.problem
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "absent.yaml")
+    assert info.value.where.endswith("absent.yaml") and "no such file" in info.value.problem
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "targets:\n  - name: [unclosed\n"))
+    assert "config.yaml:" in info.value.where and "not valid YAML" in info.value.problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("colour: blue\n", "colour: unknown key"),
+        ("listen: 999.1.1.1:80\n", "listen: not an IP address"),
+        ("defaults: {interval: -5}\n", "defaults.interval: must be positive"),
+    ],
+)
+def test_check_config_exits_2_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    assert main(["check-config", str(write(tmp_path, text))]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_check_config_exits_2_for_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    assert "5 targets" in capsys.readouterr().out
