@@ -1,0 +1,122 @@
+"""The Prometheus contract: what /metrics serves is valid, parses back, and equals docs/metrics.md."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import Exporter
+from exporter.config import Config
+from exporter.model import AnyTarget, DNSTarget, HTTPTarget, PathClass, TCPTarget, Transport, Via
+from exporter.server import MetricsServer
+from lab.apps.httpapp import serve_in_thread
+from lab.loopback import blackhole_listener, dnsmasq, tcp_listener
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+
+
+def documented_metrics() -> dict[str, set[str]]:
+    """Metric name → label names, from the tables of docs/metrics.md."""
+    text = DOCS.read_text()
+    target_labels = set(re.findall(r"^\| `(\w+)` \|", text.split("## Per-target metrics")[0], re.M))
+    out: dict[str, set[str]] = {}
+    for name, labels in re.findall(r"^\| `((?:netpath|process)_\w+)` \| \w+ \|([^|]*)\|", text, re.M):
+        names = set(re.findall(r"`(\w+)`", labels))
+        if "*target labels*" in labels:
+            names |= target_labels
+        out[name] = names
+    return out
+
+
+def exposed_metrics(text: str) -> dict[str, set[str]]:
+    """Metric name (counters with _total, histograms by base name) → label names seen on its samples."""
+    out: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        labels = out.setdefault(name, set())
+        for sample in family.samples:
+            labels |= set(sample.labels) - {"le"}
+    return out
+
+
+@pytest.fixture
+async def metrics_text() -> AsyncIterator[str]:
+    """/metrics of an exporter that has probed every kind of target, failures and HTTP codes included."""
+    with (
+        tcp_listener() as listener,
+        blackhole_listener() as hole,
+        serve_in_thread() as app,
+        dnsmasq({"web.default.svc.cluster.local": "10.43.0.20"}, local_zones=["cluster.local"]) as dns,
+    ):
+        common = {"interval": 0.5, "timeout": 0.4}
+        targets: list[AnyTarget] = [
+            TCPTarget(name="peer/node2", path=PathClass.POD_IP, via=Via.POD, target_node="node2",
+                      host=listener.host, port=listener.port, **common),
+            TCPTarget(name="svc/default/web", path=PathClass.CLUSTER_IP, via=Via.SERVICE, service="default/web",
+                      host=hole.host, port=hole.port, **common),
+            HTTPTarget(name="ingress/ok", path=PathClass.INGRESS, via=Via.INGRESS, url=f"{app.url}/", **common),
+            HTTPTarget(name="ingress/504", path=PathClass.INGRESS, via=Via.INGRESS, url=f"{app.url}/status/504",
+                       **common),
+            DNSTarget(name="dns/kube-dns", path=PathClass.DNS, via=Via.SERVICE, server=dns.host, port=dns.port,
+                      protocol=Transport.UDP, query_name="web.default.svc.cluster.local", **common),
+        ]
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        config = Config(source_node="node1", listen_host="127.0.0.1", listen_port=0, targets=tuple(targets))
+        async with Exporter(config, registry) as exporter:
+            server = MetricsServer("127.0.0.1", 0, registry, healthy=exporter.healthy, ready=exporter.ready)
+            server.start()
+            try:
+                url = f"http://127.0.0.1:{server.port}/metrics"
+                text = ""
+                for _ in range(40):  # bounded: at most ~4 s for every target's first probe
+                    await asyncio.sleep(0.1)
+                    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read().decode())
+                    if all(f'target="{t.name}"' in text for t in targets) and "reason=" in text:
+                        break
+                yield text
+            finally:
+                server.close()
+
+
+def test_metrics_pass_promtool(metrics_text: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not installed (Debian package prometheus; `make test` installs it)")
+    check = subprocess.run([promtool, "check", "metrics"], input=metrics_text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_every_exposed_metric_is_documented_with_its_labels(metrics_text: str) -> None:
+    documented = documented_metrics()
+    for name, labels in exposed_metrics(metrics_text).items():
+        assert name in documented, f"{name} is exposed but not in docs/metrics.md"
+        assert labels <= documented[name], f"{name}: labels {labels - documented[name]} not documented"
+
+
+def test_every_documented_metric_is_exposed(metrics_text: str) -> None:
+    exposed = exposed_metrics(metrics_text)
+    missing = sorted(set(documented_metrics()) - set(exposed))
+    assert not missing, f"documented in docs/metrics.md but not exposed: {missing}"
+
+
+def test_the_series_parse_back_with_the_right_values(metrics_text: str) -> None:
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
+    codes = {s.labels["code"] for s in families["netpath_http_responses"].samples}
+    assert {"200", "504"} <= codes
+    reasons = {(s.labels["target"], s.labels["reason"]) for s in families["netpath_probe_failures"].samples}
+    assert ("svc/default/web", "connect_timeout") in reasons and ("ingress/504", "bad_status") in reasons
+    success = {s.labels["target"]: s.value for s in families["netpath_probe_success"].samples}
+    assert success["peer/node2"] == 1 and success["dns/kube-dns"] == 1 and success["svc/default/web"] == 0
+    peer = next(s for s in families["netpath_probe_attempts"].samples if s.labels["target"] == "peer/node2")
+    assert peer.labels["source_node"] == "node1" and peer.labels["target_node"] == "node2"
+    assert peer.labels["path"] == "pod_ip" and peer.labels["from"] == "pod"
