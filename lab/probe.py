@@ -1,0 +1,74 @@
+"""Runs the exporter's own probes from inside the exporter pods: ``netpath-exporter probe`` per node.
+
+A Python process cannot move one coroutine into another network namespace, so the faithful way to see
+what an exporter pod sees is to run the exporter's CLI in that pod's namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from . import netns
+from .exporters import config_path, exporter_bin
+from .netns import LabError
+from .topology import EXPORTER, Topology
+
+PROBE_RUN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One target's result, as the exporter's `probe --json` reported it."""
+
+    node: str  # the probing node
+    name: str
+    transport: str
+    path: str
+    via: str
+    target_node: str
+    ok: bool
+    reason: str
+    record: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.transport}"
+
+
+def _argv(topo: Topology, node: str, as_json: bool) -> list[str]:
+    pod = topo.pod_on(EXPORTER, node)
+    cmd = [exporter_bin(), "probe", "--config", str(config_path(node))]
+    return ["ip", "netns", "exec", netns.check_name(pod.netns), *cmd, *(["--json"] if as_json else [])]
+
+
+def probe_nodes(topo: Topology, nodes: list[str] | None = None) -> dict[str, dict[str, Outcome]]:
+    """Every target of every (given) node's exporter once, all nodes at the same time."""
+    names = nodes or [n.name for n in topo.nodes]
+    running = {
+        n: subprocess.Popen(_argv(topo, n, True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in names
+    }
+    results: dict[str, dict[str, Outcome]] = {}
+    for node, child in running.items():
+        try:
+            out, err = child.communicate(timeout=PROBE_RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise LabError(f"netpath-exporter probe on {node}: no result in {PROBE_RUN_TIMEOUT}s") from None
+        if child.returncode not in (0, 1):
+            raise LabError(f"netpath-exporter probe on {node}: exit {child.returncode}: {err.strip()}")
+        records: list[dict[str, Any]] = json.loads(out)
+        results[node] = {}
+        for r in records:
+            o = Outcome(node, r["name"], r["transport"], r["path"], r["via"], r["target_node"], r["ok"], r["reason"], r)
+            results[node][o.key] = o
+    return results
+
+
+def table(topo: Topology, node: str) -> str:
+    """The exporter's own human-readable table, probed from ``node``'s exporter pod."""
+    return netns.run(_argv(topo, node, False), check=False, timeout=PROBE_RUN_TIMEOUT)

@@ -1,0 +1,202 @@
+"""The 504 faults on demand: each scenario breaks one thing the way it breaks on real clusters.
+
+Every scenario is idempotent (breaking twice = breaking once) and reversible (`heal`). Active faults are
+recorded in the state dir, so `heal` with no name heals everything, also from another process.
+The real-world cause each one stands for is in docs/lab.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import netns, network, workloads
+from .cluster import apply_rules
+from .netns import LabError
+from .state import LabState
+from .topology import COREDNS, Node, Topology
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    per_node: bool  # True: one node (default node2); False: every node unless --node narrows it
+    takes_rate: bool = False
+    default_rate: float = 0.5
+    kind: str = "rules"  # "rules": rendered into iptables; else a custom break/heal below
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "clusterip-nat", "node X: the NAT hook for ClusterIPs (PREROUTING/OUTPUT -> KUBE-SERVICES) is missing", True
+        ),
+        Scenario("forward-drop-dnat", "node X: the firewall drops forwarded DNATed traffic", True),
+        Scenario("dns-clusterip", "node X: only the kube-dns ClusterIP rules are missing", True),
+        Scenario("dns-down", "the CoreDNS stand-in (dnsmasq) is stopped", False, kind="dns-down"),
+        Scenario("overlay-down", "node X: flannel.1 is down (and its routes gone)", True, kind="overlay-down"),
+        Scenario("vxlan-blocked", "node X: the firewall drops VXLAN (UDP 8472) arriving at the node", True),
+        Scenario(
+            "intermittent-loss",
+            "node X: a fraction P of ClusterIP-path (DNATed) packets dropped",
+            True,
+            takes_rate=True,
+        ),
+        Scenario(
+            "mtu-blackhole",
+            "the underlay carries less than flannel.1 sends and frag-needed ICMP is "
+            "dropped: small requests pass, large responses stall",
+            False,
+            kind="mtu-blackhole",
+        ),
+        Scenario(
+            "udp-dns-loss",
+            "a fraction P of UDP DNS queries to the kube-dns ClusterIP dropped, TCP DNS "
+            "fine (the conntrack insert race)",
+            False,
+            takes_rate=True,
+        ),
+        Scenario(
+            "bridge-nf-off",
+            "node X: bridge-nf-call-iptables=0, so a ClusterIP answered by a pod on the same node fails",
+            True,
+            kind="bridge-nf-off",
+        ),
+        Scenario(
+            "backend-slow",
+            "the app answers /slow slower than the ingress's upstream timeout: 504 while every network path is fine",
+            False,
+            kind="backend-slow",
+        ),
+    )
+}
+
+
+def get(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise LabError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
+
+
+def target_nodes(topo: Topology, scenario: Scenario, node: str | None) -> list[Node]:
+    if node is not None:
+        try:
+            return [topo.node(node)]
+        except KeyError as exc:
+            raise LabError(f"--node: {exc.args[0]}") from None
+    if scenario.per_node:
+        return [topo.nodes[1] if len(topo.nodes) > 1 else topo.nodes[0]]
+    return list(topo.nodes)
+
+
+def break_(topo: Topology, name: str, node: str | None = None, rate: float | None = None) -> list[str]:
+    """Break ``name`` (on ``node``, or its default nodes); returns the nodes it now affects."""
+    scenario = get(name)
+    if rate is not None and not scenario.takes_rate:
+        raise LabError(f"--rate: scenario {name} takes no rate")
+    if rate is not None and not 0.0 < rate <= 1.0:
+        raise LabError(f"--rate: expected a fraction in (0, 1], got {rate}")
+    value = (rate if rate is not None else scenario.default_rate) if scenario.takes_rate else None
+    nodes = target_nodes(topo, scenario, node)
+    state = LabState.load()
+    active = state.faults.setdefault(name, {})
+    for n in nodes:
+        active[n.name] = value
+    state.save()
+    _BREAK[scenario.kind](topo, state, nodes)
+    return [n.name for n in nodes]
+
+
+def heal(topo: Topology, name: str | None = None) -> list[str]:
+    """Heal one scenario, or every active one; healing what is not broken does nothing."""
+    state = LabState.load()
+    names = [name] if name is not None else list(state.faults)
+    healed = []
+    for fault in names:
+        scenario = get(fault)
+        where = state.faults.pop(fault, {})
+        state.save()
+        if where:
+            _HEAL[scenario.kind](topo, state, [topo.node(n) for n in where])
+            healed.append(fault)
+    return healed
+
+
+# --- how each kind breaks and heals ------------------------------------------------------------------------
+
+Action = Callable[[Topology, LabState, list[Node]], None]
+
+
+def _reapply(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    for n in nodes:
+        apply_rules(topo, n, state.node_faults(n.name))
+
+
+def _overlay_down(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    for n in nodes:
+        netns.ip_batch(n.netns, ["link set flannel.1 down"])
+
+
+def _overlay_up(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    for n in nodes:
+        netns.ip_batch(n.netns, ["link set flannel.1 up"])
+        # the kernel dropped the routes via flannel.1 when it went down; flanneld would put them back
+        network.install_overlay_peers(topo, n)
+
+
+def _mtu_break(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    network.set_underlay_port_mtu(topo, topo.overlay_mtu, nodes)
+    _reapply(topo, state, nodes)
+
+
+def _mtu_heal(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    network.set_underlay_port_mtu(topo, topo.underlay_mtu, nodes)
+    _reapply(topo, state, nodes)
+
+
+def _bridge_nf(value: int) -> Action:
+    def act(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+        for n in nodes:
+            netns.sysctl(n.netns, "net.bridge.bridge-nf-call-iptables", value)
+            netns.ns_exec(n.netns, ["conntrack", "-F"], check=False)
+
+    return act
+
+
+def _dns_down(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    workloads.stop_coredns(topo, state)
+
+
+def _dns_up(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    if not all(f"dnsmasq/{p.name}" in state.processes for p in topo.pods_of(COREDNS)):
+        workloads.stop_coredns(topo, state)
+        workloads.start_coredns(topo, state)
+
+
+def _front(delay: float) -> Action:
+    def act(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+        workloads.stop_front(topo, state)
+        workloads.start_front(topo, state, slow_delay=delay)
+
+    return act
+
+
+_BREAK: dict[str, Action] = {
+    "rules": _reapply,
+    "overlay-down": _overlay_down,
+    "mtu-blackhole": _mtu_break,
+    "bridge-nf-off": _bridge_nf(0),
+    "dns-down": _dns_down,
+    "backend-slow": _front(workloads.SLOW_DELAY_BROKEN),
+}
+_HEAL: dict[str, Action] = {
+    "rules": _reapply,
+    "overlay-down": _overlay_up,
+    "mtu-blackhole": _mtu_heal,
+    "bridge-nf-off": _bridge_nf(1),
+    "dns-down": _dns_up,
+    "backend-slow": _front(workloads.SLOW_DELAY_HEALTHY),
+}
