@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -30,6 +30,9 @@ from .model import (
     Transport,
     Via,
 )
+
+if TYPE_CHECKING:  # imported lazily at runtime: exporter.discovery.config imports this module
+    from .discovery.config import DiscoveryConfig
 
 # Free in the Prometheus default port allocations as far as we could read them: 9100-9999 is exhausted and
 # new exporters take ports above 10000. 10047 avoids the Kubernetes node ports (10248-10259).
@@ -90,6 +93,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     latency_buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS
     targets: tuple[AnyTarget, ...] = ()
+    discovery: DiscoveryConfig | None = None  # Kubernetes discovery; None: static targets only
 
 
 # --- small typed readers: each takes the raw value and the field name it came from ---
@@ -272,7 +276,9 @@ def _parse_dns(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> 
 
 # --- the whole file ---
 
-_TOP_KEYS = {"source_node", "listen", "perspective", "defaults", "scheduler", "latency_buckets", "targets"}
+_TOP_KEYS = {
+    "source_node", "listen", "perspective", "defaults", "scheduler", "latency_buckets", "targets", "discovery",
+}
 
 
 def default_source_node() -> str:
@@ -328,6 +334,12 @@ def parse_config(raw: Any) -> Config:
             seen[target.key] = f"targets[{i}]"
             targets.append(target)
 
+    discovery = None
+    if doc.get("discovery") not in (None, False):
+        from .discovery.config import parse_discovery
+
+        discovery = parse_discovery(doc["discovery"], default_interval=interval, default_timeout=timeout)
+
     return Config(
         source_node=source_node,
         listen_host=listen_host,
@@ -336,6 +348,7 @@ def parse_config(raw: Any) -> Config:
         scheduler=scheduler,
         latency_buckets=buckets,
         targets=tuple(targets),
+        discovery=discovery,
     )
 
 

@@ -1,0 +1,276 @@
+"""The ``discovery`` section of the config file, validated once into frozen objects.
+
+Errors are :class:`exporter.config.ConfigError` naming the field (``discovery.peers.k``), like the rest of
+the config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import DEFAULT_PORT, ConfigError
+from ..model import Transport
+
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+@dataclass(frozen=True)
+class PeersConfig:
+    enabled: bool = True
+    # Pods of this DaemonSet in the exporter's namespace; the chart sets exactly these labels.
+    label_selector: str = "app.kubernetes.io/name=netpath-exporter"
+    port: int = DEFAULT_PORT
+    k: int | None = 10  # peers each exporter probes; None means all
+    all_up_to: int = 16  # clusters with at most this many nodes: everyone probes everyone
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    enabled: bool = True  # annotated Services (and their endpoints) and the `kubernetes` API Service
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    enabled: bool = True
+    service: str = "kube-system/kube-dns"  # namespace/name of the cluster DNS Service
+    names: tuple[str, ...] = ()  # asked in addition to the own Service FQDN and kubernetes.default.svc
+    transports: tuple[Transport, ...] = (Transport.UDP, Transport.TCP)
+    resolv_conf: str = "/etc/resolv.conf"  # "" to skip the pod's own nameserver
+
+
+@dataclass(frozen=True)
+class IngressConfig:
+    enabled: bool = True
+    controller_service: str = "kube-system/traefik"  # namespace/name of the ingress controller's Service
+    host_ports: bool = True  # also probe the controller on node addresses (K3s ServiceLB, hostPort)
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    namespace: str = "netpath"  # the exporter's own namespace
+    service: str = "netpath-exporter"  # the exporter's own ClusterIP Service (always probed)
+    service_port: int = DEFAULT_PORT
+    cluster_domain: str = "cluster.local"
+    api_url: str = ""  # explicit API address (kubectl proxy, tests); "" = in-cluster, else kubeconfig
+    kubeconfig: str = ""  # "" = $KUBECONFIG or ~/.kube/config, used only outside a cluster
+    interval: float = 10.0  # probe interval of discovered targets
+    timeout: float = 3.0  # probe timeout of discovered targets
+    watch_timeout: float = 300.0  # server-side end of each watch (timeoutSeconds); the client then resumes
+    backoff_initial: float = 0.5  # first wait after an API error, doubled per consecutive error
+    backoff_max: float = 30.0
+    peers: PeersConfig = field(default_factory=PeersConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    ingress: IngressConfig = field(default_factory=IngressConfig)
+
+
+# --- readers ---------------------------------------------------------------------------------------------
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key (allowed here: {', '.join(sorted(allowed))})")
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(where, f"expected true or false, got {value!r}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, f"expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(where, f"expected a whole number from {lo} to {hi}, got {value!r}")
+    return value
+
+
+def _duration(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(where, f"expected a duration like 5s or 500ms, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ConfigError(where, f"expected a duration like 5s or 500ms, got {value!r}")
+    if seconds <= 0:
+        raise ConfigError(where, f"must be positive, got {value!r}")
+    return seconds
+
+
+def _dns_label(value: Any, where: str) -> str:
+    text = _str(value, where)
+    if not _DNS_LABEL.match(text):
+        raise ConfigError(where, f"not a Kubernetes object name (lowercase DNS label): {text!r}")
+    return text
+
+
+def _ns_name(value: Any, where: str) -> str:
+    text = _str(value, where)
+    parts = text.split("/")
+    if len(parts) != 2 or not all(_DNS_LABEL.match(p) for p in parts):
+        raise ConfigError(where, f"expected namespace/name, got {text!r}")
+    return text
+
+
+def _label_selector(value: Any, where: str) -> str:
+    """An equality-based selector (``a=b,c=d``): what the chart's DaemonSet labels need, and checkable."""
+    text = _str(value, where)
+    for term in text.split(","):
+        key, eq, val = term.partition("=")
+        key, val = key.strip(), val.strip().lstrip("=")
+        if not eq or not key or not _LABEL_VALUE.match(key.split("/")[-1]) or not _LABEL_VALUE.match(val):
+            raise ConfigError(where, f"expected label=value[,label=value…], got {text!r}")
+    return text
+
+
+def _section(doc: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
+    raw = doc.get(key, {})
+    if isinstance(raw, bool):  # `peers: false` switches a source off
+        return {"enabled": raw}
+    section = _mapping(raw, f"discovery.{key}")
+    _check_keys(section, allowed, f"discovery.{key}")
+    return section
+
+
+def default_namespace() -> str:
+    """The downward API's POD_NAMESPACE, else the service account's namespace file, else "netpath"."""
+    if ns := os.environ.get("POD_NAMESPACE"):
+        return ns
+    try:
+        with open(os.path.join(SERVICE_ACCOUNT_DIR, "namespace")) as f:
+            return f.read().strip() or "netpath"
+    except OSError:
+        return "netpath"
+
+
+# --- the section ----------------------------------------------------------------------------------------
+
+_TOP_KEYS = {
+    "namespace", "service", "service_port", "cluster_domain", "api_url", "kubeconfig", "interval", "timeout",
+    "watch_timeout", "backoff", "peers", "services", "dns", "ingress",
+}
+
+
+def parse_discovery(
+    raw: Any, *, default_interval: float | None = None, default_timeout: float | None = None
+) -> DiscoveryConfig:
+    """Validate the ``discovery`` mapping (``{}`` or ``true`` means all defaults). Discovered targets take
+    the file's ``defaults`` interval and timeout unless the section sets its own."""
+    if raw is True:
+        raw = {}
+    doc = _mapping(raw, "discovery")
+    _check_keys(doc, _TOP_KEYS, "discovery")
+    d = DiscoveryConfig()
+    if default_interval is not None and default_timeout is not None:
+        d = DiscoveryConfig(interval=default_interval, timeout=default_timeout)
+
+    api_url = str(doc.get("api_url") or "")
+    if api_url and not re.match(r"^https?://[^/\s]+/?$", api_url):
+        raise ConfigError("discovery.api_url", f"expected http(s)://host:port, got {api_url!r}")
+    interval = _duration(doc.get("interval", d.interval), "discovery.interval")
+    timeout = _duration(doc.get("timeout", d.timeout), "discovery.timeout")
+    if timeout > interval:
+        raise ConfigError("discovery.timeout", f"{timeout}s is longer than the interval {interval}s")
+
+    backoff = _mapping(doc.get("backoff"), "discovery.backoff")
+    _check_keys(backoff, {"initial", "max"}, "discovery.backoff")
+    backoff_initial = _duration(backoff.get("initial", d.backoff_initial), "discovery.backoff.initial")
+    backoff_max = _duration(backoff.get("max", d.backoff_max), "discovery.backoff.max")
+    if backoff_max < backoff_initial:
+        raise ConfigError("discovery.backoff.max", f"{backoff_max}s is shorter than initial {backoff_initial}s")
+
+    p = _section(doc, "peers", {"enabled", "label_selector", "port", "k", "all_up_to"})
+    k_raw = p.get("k", d.peers.k)
+    k = None if k_raw == "all" else _int(k_raw, "discovery.peers.k", 1, 1000) if k_raw is not None else None
+    if isinstance(k_raw, str) and k_raw != "all":
+        raise ConfigError("discovery.peers.k", f'expected a whole number from 1 to 1000 or "all", got {k_raw!r}')
+    peers = PeersConfig(
+        enabled=_bool(p.get("enabled", True), "discovery.peers.enabled"),
+        label_selector=_label_selector(
+            p.get("label_selector", d.peers.label_selector), "discovery.peers.label_selector"
+        ),
+        port=_int(p.get("port", d.peers.port), "discovery.peers.port", 1, 65535),
+        k=k,
+        all_up_to=_int(p.get("all_up_to", d.peers.all_up_to), "discovery.peers.all_up_to", 0, 100000),
+    )
+
+    s = _section(doc, "services", {"enabled"})
+    services = ServicesConfig(enabled=_bool(s.get("enabled", True), "discovery.services.enabled"))
+
+    n = _section(doc, "dns", {"enabled", "service", "names", "transports", "resolv_conf"})
+    names_raw = n.get("names", [])
+    if not isinstance(names_raw, list):
+        raise ConfigError("discovery.dns.names", f"expected a list of names, got {names_raw!r}")
+    names = tuple(_str(x, f"discovery.dns.names[{i}]") for i, x in enumerate(names_raw))
+    transports_raw = n.get("transports", ["udp", "tcp"])
+    if not isinstance(transports_raw, list) or not transports_raw:
+        raise ConfigError("discovery.dns.transports", f"expected a list such as [udp, tcp], got {transports_raw!r}")
+    transports: list[Transport] = []
+    for i, t in enumerate(transports_raw):
+        if t not in ("udp", "tcp"):
+            raise ConfigError(f"discovery.dns.transports[{i}]", f"expected udp or tcp, got {t!r}")
+        if Transport(t) in transports:
+            raise ConfigError("discovery.dns.transports", f"lists {t} twice")
+        transports.append(Transport(t))
+    resolv_conf = n.get("resolv_conf", d.dns.resolv_conf)
+    if not isinstance(resolv_conf, str):
+        raise ConfigError("discovery.dns.resolv_conf", f"expected a file path or \"\", got {resolv_conf!r}")
+    dns = DNSConfig(
+        enabled=_bool(n.get("enabled", True), "discovery.dns.enabled"),
+        service=_ns_name(n.get("service", d.dns.service), "discovery.dns.service"),
+        names=names,
+        transports=tuple(transports),
+        resolv_conf=resolv_conf,
+    )
+
+    g = _section(doc, "ingress", {"enabled", "controller_service", "host_ports"})
+    ingress = IngressConfig(
+        enabled=_bool(g.get("enabled", True), "discovery.ingress.enabled"),
+        controller_service=_ns_name(
+            g.get("controller_service", d.ingress.controller_service), "discovery.ingress.controller_service"
+        ),
+        host_ports=_bool(g.get("host_ports", True), "discovery.ingress.host_ports"),
+    )
+
+    return DiscoveryConfig(
+        namespace=_dns_label(doc["namespace"], "discovery.namespace") if "namespace" in doc else default_namespace(),
+        service=_dns_label(doc.get("service", d.service), "discovery.service"),
+        service_port=_int(doc.get("service_port", d.service_port), "discovery.service_port", 1, 65535),
+        cluster_domain=_str(doc.get("cluster_domain", d.cluster_domain), "discovery.cluster_domain").strip("."),
+        api_url=api_url.rstrip("/"),
+        kubeconfig=str(doc.get("kubeconfig") or ""),
+        interval=interval,
+        timeout=timeout,
+        watch_timeout=_duration(doc.get("watch_timeout", d.watch_timeout), "discovery.watch_timeout"),
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        peers=peers,
+        services=services,
+        dns=dns,
+        ingress=ingress,
+    )

@@ -1,0 +1,367 @@
+"""Discovery end to end against the stand-in API server: watch → targets → scheduler → /metrics.
+
+Probes are replaced by a recorder: the targets carry cluster addresses (10.42/10.43/192.168.50) that must not
+be dialled from the root namespace, and what is under test here is which targets get scheduled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from kubeapi import (
+    EXPORTER_NS,
+    FakeKubeAPI,
+    endpoint_slice,
+    exporter_pod,
+    ingress,
+    node,
+    populate_small_cluster,
+    port,
+    service,
+)
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import Exporter
+from exporter.config import Config
+from exporter.discovery import run_discovery
+from exporter.discovery.access import ApiAccess
+from exporter.discovery.config import DiscoveryConfig, DNSConfig
+from exporter.model import AnyTarget, DNSTarget, HTTPTarget, PathClass, ProbeResult, TCPTarget, Transport, Via
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def discovery_config(api: FakeKubeAPI, **kw: object) -> DiscoveryConfig:
+    base: dict[str, object] = {
+        "api_url": api.url, "namespace": EXPORTER_NS, "interval": 0.2, "timeout": 0.1,
+        "watch_timeout": 30.0, "backoff_initial": 0.05, "backoff_max": 0.2,
+        "dns": DNSConfig(resolv_conf=""),
+    }
+    base.update(kw)
+    return DiscoveryConfig(**base)  # type: ignore[arg-type]
+
+
+@dataclass
+class Running:
+    api: FakeKubeAPI
+    exporter: Exporter
+    registry: CollectorRegistry
+    probed: list[str] = field(default_factory=list)
+
+    def names(self) -> set[str]:
+        return {t.name for t in self.exporter.scheduler.targets()}
+
+    def target(self, name: str, transport: Transport = Transport.TCP) -> AnyTarget:
+        for t in self.exporter.scheduler.targets():
+            if t.name == name and t.transport is transport:
+                return t
+        raise KeyError(name)
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(generate_latest(self.registry).decode()):
+            for s in family.samples:
+                out.setdefault(s.name, []).append((s.labels, s.value))
+        return out
+
+    def metric_targets(self) -> set[str]:
+        return {labels["target"] for labels, _ in self.metrics().get("netpath_probe_attempts_total", [])}
+
+    def sample(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for got, value in self.metrics().get(name, []):
+            if all(got.get(k) == v for k, v in labels.items()):
+                total += value
+        return total
+
+
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``check`` until true; bounded in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(api: FakeKubeAPI, *, static: tuple[AnyTarget, ...] = (), **kw: object) -> AsyncIterator[Running]:
+    registry = CollectorRegistry()
+    probed: list[str] = []
+
+    async def record(target: AnyTarget, timeout: float) -> ProbeResult:
+        probed.append(target.name)
+        return ProbeResult.success(0.001)
+
+    config = Config(source_node="node-1", listen_host="127.0.0.1", listen_port=0, targets=static)
+    async with Exporter(config, registry, probe=record) as exporter:
+        run = Running(api, exporter, registry, probed)
+        task = asyncio.create_task(run_discovery(
+            discovery_config(api, **kw), source_node="node-1", sources=exporter.sources, registry=registry,
+            rng=random.Random(1),
+        ))
+        try:
+            await eventually(lambda: any(n.startswith("peer/") for n in run.names()))
+            yield run
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeKubeAPI]:
+    server = FakeKubeAPI()
+    populate_small_cluster(server)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+# --- what is discovered ------------------------------------------------------------------------------------
+
+
+async def test_a_small_cluster_yields_peers_services_dns_with_path_and_node_filled(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        names = run.names()
+        assert {"peer/node-2", "peer/node-3"} <= names
+        assert "peer/node-1" not in names  # never itself
+        peer = run.target("peer/node-2")
+        assert isinstance(peer, TCPTarget)
+        assert (peer.host, peer.port, peer.path, peer.via, peer.target_node, peer.source) == (
+            "10.42.2.10", 10047, PathClass.POD_IP, Via.POD, "node-2", "peers")
+
+        own = run.target("svc/netpath/netpath-exporter:10047")
+        assert isinstance(own, TCPTarget)
+        assert (own.host, own.path, own.via) == ("10.43.0.47", PathClass.CLUSTER_IP, Via.SERVICE)
+        assert run.target("svc/default/kubernetes:443").source == "services"
+
+        dns_svc = run.target("dns/kube-dns/kubernetes.default.svc.cluster.local", Transport.UDP)
+        assert isinstance(dns_svc, DNSTarget)
+        assert dns_svc.server == "10.43.0.10" and dns_svc.via is Via.SERVICE and dns_svc.path is PathClass.DNS
+        assert dns_svc.expect == frozenset({"10.43.0.1"})  # the kubernetes Service's ClusterIP
+        assert run.target("dns/kube-dns/kubernetes.default.svc.cluster.local", Transport.TCP).transport is Transport.TCP
+        coredns = run.target("dns/coredns/coredns-b/netpath-exporter.netpath.svc.cluster.local", Transport.UDP)
+        assert isinstance(coredns, DNSTarget)
+        assert (coredns.server, coredns.via, coredns.target_node) == ("10.42.2.3", Via.POD, "node-2")
+        assert not any(n.startswith("ingress/") for n in names)  # nothing opted in yet
+
+
+async def test_static_targets_merge_with_discovered_ones(api: FakeKubeAPI) -> None:
+    static = TCPTarget(name="my-db", path=PathClass.CLUSTER_IP, via=Via.SERVICE, host="10.43.9.9", port=5432)
+    async with running(api, static=(static,)) as run:
+        assert "my-db" in run.names() and "peer/node-2" in run.names()
+        api.delete("pods", EXPORTER_NS, "netpath-exporter-node-2")
+        await eventually(lambda: "peer/node-2" not in run.names())
+        assert "my-db" in run.names()
+
+
+# --- changes arrive within one watch event -----------------------------------------------------------------
+
+
+async def test_a_peer_pod_joining_and_leaving_changes_targets_and_its_series_vanish(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        api.add("nodes", node("node-4", "192.168.50.4"))
+        api.add("pods", exporter_pod("node-4", "10.42.4.10"))
+        await eventually(lambda: "peer/node-4" in run.names())
+        await eventually(lambda: "peer/node-4" in run.metric_targets())
+
+        api.delete("pods", EXPORTER_NS, "netpath-exporter-node-4")
+        await eventually(lambda: "peer/node-4" not in run.names())
+        assert "peer/node-4" not in run.metric_targets()
+
+
+async def test_a_not_ready_node_and_a_terminating_pod_are_not_probed(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        await eventually(lambda: {"peer/node-2", "peer/node-3"} <= set(run.probed))
+        api.modify("nodes", node("node-2", "192.168.50.2", ready=False))
+        api.modify("pods", exporter_pod("node-3", "10.42.3.10", terminating=True))
+        await eventually(lambda: not {"peer/node-2", "peer/node-3"} & run.names())
+        # CoreDNS on the NotReady node goes too: its failures would be the node's, not the network's.
+        assert not any(n.startswith("dns/coredns/coredns-b/") for n in run.names())
+        run.probed.clear()
+        await asyncio.sleep(0.5)  # a bounded window of 2+ intervals
+        assert "peer/node-2" not in run.probed and "peer/node-3" not in run.probed
+        assert "peer/node-2" not in run.metric_targets()
+
+        api.modify("nodes", node("node-2", "192.168.50.2", unschedulable=True))  # cordoned: still skipped
+        await asyncio.sleep(0.1)
+        assert "peer/node-2" not in run.names()
+        api.modify("nodes", node("node-2", "192.168.50.2"))
+        await eventually(lambda: "peer/node-2" in run.names())
+
+
+async def test_an_annotated_service_is_probed_by_clusterip_and_by_each_endpoint(api: FakeKubeAPI) -> None:
+    web_ports = [port("http", 80, 8080), port("admin", 9000)]
+    api.add("endpointslices", endpoint_slice("web", "shop", [
+        ("web-1", "10.42.2.20", "node-2"), ("web-2", "10.42.3.20", "node-3")],
+        [{"name": "http", "port": 8080}, {"name": "admin", "port": 9000}]))
+    async with running(api) as run:
+        api.add("services", service("web", "shop", "10.43.0.99", web_ports, annotations={
+            "netpath.io/probe": "true", "netpath.io/ports": "http", "netpath.io/path": "/healthz"}))
+        await eventually(lambda: "svc/shop/web:80" in run.names())
+        svc = run.target("svc/shop/web:80")
+        assert isinstance(svc, HTTPTarget) and svc.url == "http://10.43.0.99:80/healthz"
+        assert (svc.service, svc.path, svc.source) == ("shop/web", PathClass.CLUSTER_IP, "services")
+        ep = run.target("ep/shop/web/web-2:8080")
+        assert isinstance(ep, HTTPTarget) and ep.url == "http://10.42.3.20:8080/healthz"
+        assert (ep.target_node, ep.via, ep.service, ep.source) == ("node-3", Via.POD, "shop/web", "endpoints")
+        assert "svc/shop/web:9000" not in run.names()  # not selected by the ports annotation
+
+        # an endpoint going away (scale down) is one watch event
+        api.modify("endpointslices", endpoint_slice("web", "shop", [("web-1", "10.42.2.20", "node-2")],
+                                                    [{"name": "http", "port": 8080}]))
+        await eventually(lambda: "ep/shop/web/web-2:8080" not in run.names())
+        await eventually(lambda: "svc/shop/web:80" in run.metric_targets())
+
+        api.delete("services", "shop", "web")
+        await eventually(lambda: not any("shop/web" in n for n in run.names()))
+        assert not any("shop/web" in n for n in run.metric_targets())
+
+
+async def test_coredns_endpoints_coming_and_going_change_dns_targets(api: FakeKubeAPI) -> None:
+    qname = "kubernetes.default.svc.cluster.local"
+    dns_ports = [port("dns", 53, 53, "UDP"), port("dns-tcp", 53, 53, "TCP")]
+    async with running(api) as run:
+        api.modify("endpointslices", endpoint_slice("kube-dns", "kube-system", [
+            ("coredns-a", "10.42.1.3", "node-1"), ("coredns-b", "10.42.2.3", "node-2"),
+            ("coredns-c", "10.42.3.3", "node-3")], dns_ports))
+        await eventually(lambda: f"dns/coredns/coredns-c/{qname}" in run.names())
+        api.modify("endpointslices", endpoint_slice("kube-dns", "kube-system", [
+            ("coredns-a", "10.42.1.3", "node-1"), ("coredns-b", "10.42.2.3", "node-2"),
+            ("coredns-c", "10.42.3.3", "node-3")], dns_ports, terminating={"coredns-a"}))
+        await eventually(lambda: f"dns/coredns/coredns-a/{qname}" not in run.names())
+        assert f"dns/kube-dns/{qname}" in run.names()
+
+
+async def test_an_annotated_ingress_is_probed_through_the_controller_and_node_host_ports(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        api.add("ingresses", ingress("shop", "shop", "shop.example.com", "web", 80,
+                                     annotations={"netpath.io/probe": "true"}, path="/cart"))
+        api.add("ingresses", ingress("quiet", "shop", "quiet.example.com", "web", 80))  # not opted in
+        await eventually(lambda: "ingress/shop/shop/shop.example.com" in run.names())
+        via_svc = run.target("ingress/shop/shop/shop.example.com")
+        assert isinstance(via_svc, HTTPTarget)
+        assert (via_svc.url, via_svc.host_header, via_svc.path, via_svc.via, via_svc.service) == (
+            "http://10.43.0.80:80/cart", "shop.example.com", PathClass.INGRESS, Via.INGRESS, "shop/web")
+        on_node = run.target("ingress/shop/shop/shop.example.com@node/node-3")
+        assert isinstance(on_node, HTTPTarget)
+        assert (on_node.url, on_node.target_node, on_node.via) == ("http://192.168.50.3:80/cart", "node-3", Via.NODE)
+        assert not any("quiet" in n for n in run.names())
+
+        api.delete("ingresses", "shop", "shop")
+        await eventually(lambda: not any(n.startswith("ingress/") for n in run.names()))
+
+
+# --- the API misbehaving -------------------------------------------------------------------------------------
+
+
+async def test_api_down_keeps_targets_counts_errors_and_resumes_watches_without_relisting(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        before = run.names()
+        lists_before = len([r for r in api.requests if not r.watch])
+        await eventually(lambda: api.watch_count("pods") == 1)
+        await api.go_down()
+        await eventually(lambda: run.sample("netpath_discovery_errors_total", resource="pods") >= 3)
+        assert run.sample("netpath_discovery_up", resource="pods") == 0
+        assert run.names() == before  # probing goes on with the last known targets
+        assert run.sample("netpath_discovery_targets", source="peers") == 2
+        stale = run.sample("netpath_discovery_last_success_timestamp_seconds", resource="pods")
+
+        await api.come_up()
+        await eventually(lambda: all(api.watch_count(r) == 1 for r in ("pods", "nodes", "services")))
+        assert len([r for r in api.requests if not r.watch]) == lists_before  # resumed, not relisted
+        resumed = api.requests_for("pods", watch=True)[-1]
+        assert resumed.params["resourceVersion"] not in ("", "0")
+        assert run.sample("netpath_discovery_up", resource="pods") == 1
+        assert run.sample("netpath_discovery_last_success_timestamp_seconds", resource="pods") > stale
+
+        api.add("nodes", node("node-4", "192.168.50.4"))
+        api.add("pods", exporter_pod("node-4", "10.42.4.10"))
+        await eventually(lambda: "peer/node-4" in run.names())
+        peers = [t for t in run.exporter.scheduler.targets() if t.name.startswith("peer/")]
+        assert sorted(t.name for t in peers) == ["peer/node-2", "peer/node-3", "peer/node-4"]
+
+
+async def test_server_errors_are_counted_and_recovered_from(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        await eventually(lambda: api.watch_count("services") == 1)
+        api.fail_with(500)
+        api.end_watches()
+        await eventually(lambda: run.sample("netpath_discovery_errors_total", resource="services",
+                                            reason="server_error") >= 2)
+        assert "svc/default/kubernetes:443" in run.names()
+        api.fail_with(None)
+        api.delete("services", "default", "kubernetes")
+        await eventually(lambda: "svc/default/kubernetes:443" not in run.names())
+
+
+async def test_a_compacted_resource_version_leads_to_a_relist_that_drops_what_vanished(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        await eventually(lambda: api.watch_count("pods") == 1)
+        await api.go_down()
+        # while we are away: a peer leaves, and the server compacts its history
+        api.delete("pods", EXPORTER_NS, "netpath-exporter-node-3")
+        api.compact()
+        await api.come_up()
+        await eventually(lambda: "peer/node-3" not in run.names())
+        assert run.sample("netpath_discovery_relists_total", resource="pods") >= 1
+        assert "peer/node-2" in run.names()
+
+
+async def test_a_watch_ended_by_the_server_is_resumed_from_its_version(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        await eventually(lambda: api.watch_count("nodes") == 1)
+        lists = len([r for r in api.requests if not r.watch])
+        api.end_watches()
+        api.add("nodes", node("node-4", "192.168.50.4"))  # happens between two watches
+        api.add("pods", exporter_pod("node-4", "10.42.4.10"))
+        await eventually(lambda: "peer/node-4" in run.names())
+        assert len([r for r in api.requests if not r.watch]) == lists
+        assert len(api.requests_for("nodes", watch=True)) == 2
+
+
+async def test_bookmarks_move_the_version_without_changing_targets(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        await eventually(lambda: api.watch_count("pods") == 1)
+        api.add("services", service("unrelated", "shop", "10.43.0.77", [port("x", 1)]))  # moves the global rv
+        api.bookmark()
+        before = run.names()
+        await asyncio.sleep(0.1)
+        api.end_watches()
+        await eventually(lambda: len(api.requests_for("pods", watch=True)) == 2)
+        assert api.requests_for("pods", watch=True)[-1].params["resourceVersion"] == str(api.rv)
+        assert run.names() == before
+
+
+async def test_the_bearer_token_is_read_from_its_file_for_each_request(api: FakeKubeAPI, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    registry = CollectorRegistry()
+    from exporter.targets import TargetSources
+
+    got: list[list[AnyTarget]] = []
+    sources = TargetSources((), got.append)
+    task = asyncio.create_task(run_discovery(
+        discovery_config(api), source_node="node-1", sources=sources, registry=registry,
+        access=ApiAccess(base_url=api.url, token_file=str(token)),
+    ))
+    try:
+        await eventually(lambda: bool(got))
+        assert {r.headers.get("authorization") for r in api.requests} == {"Bearer first"}
+        token.write_text("rotated\n")
+        api.end_watches()
+        await eventually(lambda: api.requests[-1].headers.get("authorization") == "Bearer rotated")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
