@@ -1,0 +1,173 @@
+"""HTTP(S) probe: the ingress path (ingress controller -> backend Service), or a Service spoken to over HTTP.
+
+Each probe opens a fresh connection (a new client, no pooling), because a reused keep-alive connection
+would hide exactly the failures we look for: dropped SYNs, a NAT rule that no longer matches new flows.
+The body is read to the end (or to a cap) so that a response whose large packets vanish on the way back
+(an MTU blackhole: headers arrive, the body never does) is told apart from a backend that is merely slow.
+
+Phase times are measured from the start of the probe, like curl's ``time_connect``/``time_starttransfer``:
+``connect`` when the TCP handshake completed, ``first_byte`` when the response headers were in,
+``total`` when the body was read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+import httpx
+
+from ..model import HTTPTarget, ProbeResult, Reason, TCPInfo
+from .tcp import describe, read_tcp_info, reason_for_os_error
+
+# Read at most this much beyond min_body_bytes: enough to push many full-size packets through the path,
+# without a probe pointed at a large download turning into a benchmark that ends in body_timeout.
+BODY_READ_CAP = 1 << 20
+
+Stage = Literal["connect", "tls", "response", "body"]
+
+_TIMEOUT_REASON: Mapping[Stage, Reason] = {
+    "connect": Reason.CONNECT_TIMEOUT,
+    # Connected, but the TLS handshake did not finish: the server's certificate flight is the first large
+    # packet of the connection, so this is how an MTU problem looks on HTTPS.
+    "tls": Reason.RESPONSE_TIMEOUT,
+    "response": Reason.RESPONSE_TIMEOUT,
+    "body": Reason.BODY_TIMEOUT,
+}
+
+
+@functools.cache
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    """One context per verification mode: loading the CA bundle per probe would cost milliseconds."""
+    return httpx.create_ssl_context(verify=verify, trust_env=False)
+
+
+class _Progress:
+    """How far one probe got; the trace callback moves it along, the outcome is read from it."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.stage: Stage = "connect"
+        self.phases: dict[str, float] = {}
+        self.tcp_info: TCPInfo | None = None
+        self.status: int | None = None
+        self.body_bytes: int | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    async def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's "trace" extension: called as each step of the request starts and completes."""
+        if event == "connection.connect_tcp.complete":
+            self.phases["connect"] = self.elapsed()
+            stream = info.get("return_value")
+            # Right after the handshake, before any data, total retransmits are retransmitted SYNs.
+            if stream is not None:
+                self.tcp_info = read_tcp_info(stream.get_extra_info("socket"))
+            self.stage = "response"
+        elif event == "connection.start_tls.started":
+            self.stage = "tls"
+        elif event == "connection.start_tls.complete":
+            self.stage = "response"
+        elif event == "http11.receive_response_headers.complete":
+            self.phases["first_byte"] = self.elapsed()
+            self.stage = "body"
+
+    def result(self, reason: Reason, detail: str) -> ProbeResult:
+        duration = self.elapsed()
+        if reason is Reason.OK:
+            self.phases["total"] = duration
+        return ProbeResult(
+            ok=reason is Reason.OK,
+            reason=reason,
+            duration=duration,
+            detail=detail,
+            phases=MappingProxyType(dict(self.phases)),
+            tcp_info=self.tcp_info,
+            http_status=self.status,
+            body_bytes=self.body_bytes,
+        )
+
+
+async def probe(target: HTTPTarget, timeout: float) -> ProbeResult:
+    """GET target.url within ``timeout`` seconds and judge status and body."""
+    progress = _Progress(time.monotonic())
+    try:
+        async with asyncio.timeout(timeout):
+            reason, detail = await _request(target, timeout, progress)
+    except TimeoutError:
+        reason = _TIMEOUT_REASON[progress.stage]
+        detail = f"{progress.stage} did not complete within {timeout:g}s"
+        if progress.stage == "body":
+            detail += f" ({progress.body_bytes or 0} bytes received)"
+    except Exception as exc:  # a probe never raises: map what we know, label the rest "error"
+        reason, detail = _classify(exc, progress.stage), describe(exc)
+    return progress.result(reason, detail)
+
+
+async def _request(target: HTTPTarget, timeout: float, progress: _Progress) -> tuple[Reason, str]:
+    headers = {"Accept-Encoding": "identity", "User-Agent": "netpath-exporter"}
+    extensions: dict[str, Any] = {"trace": progress.trace}
+    if target.host_header:
+        headers["Host"] = target.host_header
+        extensions["sni_hostname"] = target.host_header
+    async with (
+        httpx.AsyncClient(
+            verify=_ssl_context(target.tls_verify),
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,  # a probe dials the address it was given, never an environment proxy
+            limits=httpx.Limits(max_keepalive_connections=0),
+        ) as client,
+        client.stream("GET", target.url, headers=headers, extensions=extensions) as response,
+    ):
+        progress.status = response.status_code
+        progress.stage = "body"
+        progress.phases.setdefault("first_byte", progress.elapsed())
+        if response.status_code not in target.expect_status:
+            return Reason.BAD_STATUS, f"status {response.status_code}, expected {_statuses(target)}"
+        progress.body_bytes = 0
+        cap = max(target.min_body_bytes, BODY_READ_CAP)
+        async for chunk in response.aiter_raw():
+            progress.body_bytes += len(chunk)
+            if progress.body_bytes >= cap:
+                break
+    if progress.body_bytes < target.min_body_bytes:
+        return (
+            Reason.SHORT_BODY,
+            f"body {progress.body_bytes} bytes, expected at least {target.min_body_bytes}",
+        )
+    return Reason.OK, f"status {progress.status}, {progress.body_bytes} bytes"
+
+
+def _statuses(target: HTTPTarget) -> str:
+    return ",".join(str(s) for s in sorted(target.expect_status))
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it was raised from (httpx wraps httpcore wraps the socket error)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _classify(exc: Exception, stage: Stage) -> Reason:
+    chain = _causes(exc)
+    if any(isinstance(e, ssl.SSLError) for e in chain):  # before OSError: SSLError is one
+        return Reason.TLS_ERROR
+    if any(isinstance(e, httpx.TimeoutException) for e in chain):
+        return _TIMEOUT_REASON[stage]
+    for e in chain:
+        if isinstance(e, OSError) and (e.errno is not None or isinstance(e, ConnectionError)):
+            return reason_for_os_error(e)
+    if isinstance(exc, httpx.ProtocolError | httpx.DecodingError):
+        return Reason.PROTOCOL_ERROR
+    return Reason.ERROR
