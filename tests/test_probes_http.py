@@ -1,0 +1,119 @@
+"""The HTTP probe against the real test app (lab/apps/httpapp.py) on loopback."""
+
+from __future__ import annotations
+
+from exporter.model import HTTPTarget, PathClass, Reason, Via
+from exporter.probes import http
+from lab.apps.httpapp import BIG_BODY, STALL_FIRST_CHUNK, RunningApp
+from lab.loopback import BlackholeListener, Listener
+
+
+def target(url: str, **kwargs: object) -> HTTPTarget:
+    return HTTPTarget(name="h", path=PathClass.INGRESS, via=Via.INGRESS, url=url, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_200_is_ok_with_phases_in_order_and_tcp_info(httpapp_server: RunningApp) -> None:
+    result = await http.probe(target(httpapp_server.url + "/"), timeout=1.0)
+
+    assert result.ok, result
+    assert result.http_status == 200
+    assert result.body_bytes is not None and result.body_bytes > 0
+    assert 0 < result.phases["connect"] <= result.phases["first_byte"] <= result.phases["total"]
+    assert result.tcp_info is not None
+    assert result.tcp_info.syn_retransmits == 0
+
+
+async def test_a_504_is_bad_status_and_keeps_the_status_code(httpapp_server: RunningApp) -> None:
+    result = await http.probe(target(httpapp_server.url + "/status/504"), timeout=1.0)
+
+    assert not result.ok
+    assert result.reason is Reason.BAD_STATUS
+    assert result.http_status == 504
+
+
+async def test_an_expected_non_200_status_is_ok(httpapp_server: RunningApp) -> None:
+    result = await http.probe(
+        target(httpapp_server.url + "/status/404", expect_status=frozenset({404})), timeout=1.0
+    )
+
+    assert result.ok, result
+    assert result.http_status == 404
+
+
+async def test_a_response_slower_than_the_timeout_is_response_timeout(httpapp_server: RunningApp) -> None:
+    result = await http.probe(target(httpapp_server.url + "/slow?delay=3"), timeout=0.4)
+
+    assert result.reason is Reason.RESPONSE_TIMEOUT
+    assert result.http_status is None
+    assert "connect" in result.phases and "first_byte" not in result.phases
+    assert result.duration < 0.4 + 0.3
+
+
+async def test_a_large_body_read_completely_meets_min_body_bytes(httpapp_server: RunningApp) -> None:
+    result = await http.probe(
+        target(httpapp_server.url + "/big", min_body_bytes=len(BIG_BODY)), timeout=1.5
+    )
+
+    assert result.ok, result
+    assert result.body_bytes == len(BIG_BODY)
+
+
+async def test_a_body_smaller_than_min_body_bytes_is_short_body(httpapp_server: RunningApp) -> None:
+    result = await http.probe(target(httpapp_server.url + "/healthz", min_body_bytes=1000), timeout=1.0)
+
+    assert result.reason is Reason.SHORT_BODY
+    assert result.http_status == 200
+    assert result.body_bytes == len(b"ok\n")
+
+
+async def test_headers_then_a_stalled_body_is_body_timeout(httpapp_server: RunningApp) -> None:
+    result = await http.probe(target(httpapp_server.url + "/stall"), timeout=0.5)
+
+    assert result.reason is Reason.BODY_TIMEOUT
+    assert result.http_status == 200
+    assert result.body_bytes == len(STALL_FIRST_CHUNK)
+    assert "first_byte" in result.phases
+    assert result.duration < 0.5 + 0.3
+
+
+async def test_the_host_header_is_sent(httpapp_server: RunningApp) -> None:
+    result = await http.probe(
+        target(httpapp_server.url + "/healthz", host_header="keybuzz.example.test"), timeout=1.0
+    )
+
+    assert result.ok, result
+    assert list(httpapp_server.server.recent_requests) == [("/healthz", "keybuzz.example.test")]
+
+
+async def test_a_closed_port_is_refused(closed_port: Listener) -> None:
+    result = await http.probe(target(f"http://{closed_port.address}/"), timeout=1.0)
+
+    assert result.reason is Reason.REFUSED
+    assert result.http_status is None
+
+
+async def test_a_dropped_syn_is_counted_for_http_too(blackhole_listener: BlackholeListener) -> None:
+    # The listener accepts and closes once released, so the request itself fails; the SYN count, read
+    # right after the handshake, is reported all the same.
+    blackhole_listener.release_after(0.3)
+
+    result = await http.probe(target(f"http://{blackhole_listener.address}/"), timeout=1.5)
+
+    assert not result.ok
+    assert result.reason in (Reason.PROTOCOL_ERROR, Reason.RESET)
+    assert result.tcp_info is not None
+    assert result.tcp_info.syn_retransmits == 1
+
+
+async def test_a_blackholed_backend_is_connect_timeout(blackhole_listener: BlackholeListener) -> None:
+    result = await http.probe(target(f"http://{blackhole_listener.address}/"), timeout=0.4)
+
+    assert result.reason is Reason.CONNECT_TIMEOUT
+    assert result.duration < 0.4 + 0.3
+
+
+async def test_https_to_a_plain_http_port_is_tls_error(httpapp_server: RunningApp) -> None:
+    result = await http.probe(target(f"https://127.0.0.1:{httpapp_server.port}/"), timeout=1.0)
+
+    assert result.reason is Reason.TLS_ERROR
+    assert "connect" in result.phases

@@ -1,0 +1,69 @@
+"""The TCP connect probe against real loopback listeners."""
+
+from __future__ import annotations
+
+import asyncio
+
+from exporter.model import PathClass, Reason, TCPTarget, Via
+from exporter.probes import tcp
+from lab.loopback import BlackholeListener, Listener
+
+
+def target(port: int, host: str = "127.0.0.1") -> TCPTarget:
+    return TCPTarget(name="t", path=PathClass.POD_IP, via=Via.POD, host=host, port=port)
+
+
+async def test_connect_to_a_listener_is_ok_with_kernel_tcp_info(tcp_listener: Listener) -> None:
+    result = await tcp.probe(target(tcp_listener.port), timeout=1.0)
+
+    assert result.ok, result
+    assert result.reason is Reason.OK
+    assert 0 < result.phases["connect"] <= result.duration
+    assert result.tcp_info is not None
+    assert result.tcp_info.syn_retransmits == 0
+    assert result.tcp_info.rtt_seconds > 0
+
+
+async def test_a_port_nobody_listens_on_is_refused(closed_port: Listener) -> None:
+    result = await tcp.probe(target(closed_port.port), timeout=1.0)
+
+    assert not result.ok
+    assert result.reason is Reason.REFUSED
+    assert result.tcp_info is None
+
+
+async def test_dropped_syns_end_in_connect_timeout_within_the_timeout(
+    blackhole_listener: BlackholeListener,
+) -> None:
+    result = await tcp.probe(target(blackhole_listener.port), timeout=0.4)
+
+    assert result.reason is Reason.CONNECT_TIMEOUT
+    assert 0.4 <= result.duration < 0.4 + 0.3
+    assert "0.4s" in result.detail
+
+
+async def test_a_syn_dropped_once_then_accepted_counts_one_retransmit(
+    blackhole_listener: BlackholeListener,
+) -> None:
+    # The first SYN hits the full queue and is dropped; the kernel retransmits it after ~1 s (its initial
+    # RTO), by which time the queue has room again.
+    blackhole_listener.release_after(0.3)
+
+    result = await tcp.probe(target(blackhole_listener.port), timeout=1.5)
+
+    assert result.ok, result
+    assert result.tcp_info is not None
+    assert result.tcp_info.syn_retransmits == 1
+    assert result.phases["connect"] >= 0.9  # it took the retransmission to get in
+
+
+async def test_probes_run_concurrently_and_never_raise(
+    tcp_listener: Listener, closed_port: Listener, blackhole_listener: BlackholeListener
+) -> None:
+    results = await asyncio.gather(
+        tcp.probe(target(tcp_listener.port), timeout=0.3),
+        tcp.probe(target(closed_port.port), timeout=0.3),
+        tcp.probe(target(blackhole_listener.port), timeout=0.3),
+    )
+
+    assert [r.reason for r in results] == [Reason.OK, Reason.REFUSED, Reason.CONNECT_TIMEOUT]
