@@ -1,0 +1,1 @@
+"""Small workloads the lab and the tests run: HTTP backend app, loopback test servers."""
