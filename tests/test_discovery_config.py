@@ -1,0 +1,66 @@
+"""The `discovery` config section: defaults, and errors that name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from exporter.config import ConfigError, parse_config
+from exporter.discovery.config import parse_discovery
+from exporter.model import Transport
+
+
+def test_absent_means_no_discovery_and_empty_means_defaults() -> None:
+    assert parse_config({"source_node": "n"}).discovery is None
+    cfg = parse_config({"source_node": "n", "defaults": {"interval": "5s", "timeout": "1s"}, "discovery": {}})
+    assert cfg.discovery is not None
+    assert cfg.discovery.peers.k == 10 and cfg.discovery.peers.all_up_to == 16
+    assert (cfg.discovery.interval, cfg.discovery.timeout) == (5.0, 1.0)  # the file's defaults
+    assert cfg.discovery.dns.transports == (Transport.UDP, Transport.TCP)
+
+
+def test_a_full_section_parses() -> None:
+    d = parse_discovery({
+        "namespace": "monitoring", "service": "np", "cluster_domain": "k8s.local.", "api_url": "http://127.0.0.1:8001",
+        "interval": "30s", "timeout": "2s", "watch_timeout": "5m", "backoff": {"initial": "100ms", "max": "10s"},
+        "peers": {"k": "all", "label_selector": "app=np,tier=probe", "port": 9000},
+        "services": False,
+        "dns": {"names": ["example.com"], "transports": ["tcp"], "resolv_conf": ""},
+        "ingress": {"controller_service": "ingress-nginx/ingress-nginx-controller", "host_ports": False},
+    })
+    assert d.peers.k is None and d.peers.port == 9000
+    assert d.services.enabled is False and d.cluster_domain == "k8s.local"
+    assert d.watch_timeout == 300 and d.backoff_initial == 0.1
+    assert d.dns.names == ("example.com",) and d.dns.transports == (Transport.TCP,)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"peers": {"k": 0}}, "discovery.peers.k"),
+        ({"peers": {"k": "some"}}, "discovery.peers.k"),
+        ({"peers": {"k": True}}, "discovery.peers.k"),
+        ({"peers": {"port": 70000}}, "discovery.peers.port"),
+        ({"peers": {"label_selector": "no equals"}}, "discovery.peers.label_selector"),
+        ({"peers": {"colour": "red"}}, "discovery.peers.colour"),
+        ({"peers": []}, "discovery.peers"),
+        ({"dns": {"service": "kube-dns"}}, "discovery.dns.service"),
+        ({"dns": {"transports": ["quic"]}}, "discovery.dns.transports[0]"),
+        ({"dns": {"transports": ["udp", "udp"]}}, "discovery.dns.transports"),
+        ({"dns": {"names": "a.b"}}, "discovery.dns.names"),
+        ({"ingress": {"host_ports": "yes"}}, "discovery.ingress.host_ports"),
+        ({"ingress": {"controller_service": "Traefik/x"}}, "discovery.ingress.controller_service"),
+        ({"namespace": "Not_A_Label"}, "discovery.namespace"),
+        ({"api_url": "127.0.0.1:8001"}, "discovery.api_url"),
+        ({"interval": "1s", "timeout": "2s"}, "discovery.timeout"),
+        ({"backoff": {"initial": "10s", "max": "1s"}}, "discovery.backoff.max"),
+        ({"watch_timeout": "-1s"}, "discovery.watch_timeout"),
+        ({"nodes": 3}, "discovery.nodes"),
+        ("yes", "discovery"),
+    ],
+)
+def test_errors_name_the_field(raw: Any, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"source_node": "n", "discovery": raw})
+    assert info.value.where == field, str(info.value)
