@@ -358,6 +358,7 @@ async def test_the_bearer_token_is_read_from_its_file_for_each_request(api: Fake
     try:
         await eventually(lambda: bool(got))
         assert {r.headers.get("authorization") for r in api.requests} == {"Bearer first"}
+        await eventually(lambda: all(api.watch_count(r) == 1 for r in ("pods", "nodes", "services")))
         token.write_text("rotated\n")
         api.end_watches()
         await eventually(lambda: api.requests[-1].headers.get("authorization") == "Bearer rotated")
