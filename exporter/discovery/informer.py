@@ -72,7 +72,7 @@ class ResourceStats:
 
     last_success: float = 0.0  # unix time the API last answered well for this resource
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_REASONS, 0))
-    relists: int = 0  # lists after the first: on 410 Gone, or after an error before any list succeeded
+    relists: int = 0  # lists after the first successful one: only 410 Gone leads to one
     up: bool = False  # the last request for this resource succeeded
 
     def success(self) -> None:

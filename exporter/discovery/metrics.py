@@ -51,7 +51,7 @@ class DiscoveryMetrics(Collector):
         )
         relists = CounterMetricFamily(
             "netpath_discovery_relists",
-            "Full relists after the first list (410 Gone, or an error before any list succeeded).",
+            "Full lists after the first successful one, made because the watch version expired (410 Gone).",
             labels=["source_node", "resource"],
         )
         objects = GaugeMetricFamily(
