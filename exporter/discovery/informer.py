@@ -125,16 +125,20 @@ class Informer:
 
     async def run(self) -> None:
         failures = 0
+        expired_in_a_row = 0
         while True:
             try:
                 if not self.version:
                     await self._list()
                 await self._watch()
-                failures = 0
+                failures = expired_in_a_row = 0
             except Expired:
                 log.info("%s: resourceVersion %s expired, relisting", self.resource.name, self.version)
                 self.version = ""
                 failures = 0
+                expired_in_a_row += 1
+                if expired_in_a_row > 1:  # a fresh list's version expiring at once: don't spin on the API
+                    await asyncio.sleep(self.backoff(expired_in_a_row - 1))
             except ApiFailure as exc:
                 failures += 1
                 self.stats.error(exc.reason)
