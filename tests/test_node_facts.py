@@ -163,7 +163,8 @@ def test_sysctls_are_read_from_the_namespace_with_effective_rp_filter(node_ns: s
 
 def test_conntrack_stats_equal_a_direct_parse_of_the_live_file(node_ns: str) -> None:
     # A few tracked UDP datagrams so the counters are not all zero (the nat table makes conntrack track).
-    in_ns(node_ns, PYTHON, "-c", "import socket; s = socket.socket(2, 2); [s.sendto(b'x', ('127.0.0.1', 9)) for _ in range(3)]")
+    send = "import socket; s = socket.socket(2, 2); [s.sendto(b'x', ('127.0.0.1', 9)) for _ in range(3)]"
+    in_ns(node_ns, PYTHON, "-c", send)
     facts = read(node_ns).conntrack
     live = in_ns(node_ns, "cat", "/proc/net/stat/nf_conntrack").splitlines()
     header = live[0].split()
@@ -248,7 +249,9 @@ def test_a_missing_namespace_makes_every_source_unavailable() -> None:
     assert not any(name.startswith("npfacts-missing") for name in os.listdir("/run/netns"))
 
 
-def test_without_br_netfilter_the_bridge_source_says_not_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_br_netfilter_the_bridge_source_says_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "ipv4" / "conf" / "all").mkdir(parents=True)
     for name, value in {"ip_forward": "1", "conf/all/forwarding": "1", "conf/all/rp_filter": "0"}.items():
         (tmp_path / "ipv4" / name).write_text(value + "\n")
