@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from .config import Config
 from .metrics import ProbeMetrics
+from .model import DNSTarget, TCPTarget, Via
+from .node import ClusterIPPort, NodeFactsMetrics, refresh_forever
 from .probes import run_probe
 from .scheduler import ProbeFn, Scheduler
 from .targets import TargetSources
@@ -21,6 +26,8 @@ from .targets import TargetSources
 # kubelet should restart the pod. Generous, so a CPU-throttled pod is not restarted for being slow.
 HEARTBEAT_STALE_SECONDS = 30.0
 _HEARTBEAT_EVERY = 1.0
+
+log = logging.getLogger("netpath_exporter")
 
 
 class Exporter:
@@ -41,14 +48,58 @@ class Exporter:
             probe=probe,
         )
         self.sources = TargetSources(config.targets, self.scheduler.set_targets)
+        self._registry = registry
+        self.node_facts = (
+            NodeFactsMetrics(registry, source_node=config.source_node) if config.node_facts.enabled else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeat = time.monotonic()
         self._started = False
 
     async def start(self) -> None:
         self.sources.apply()
-        self._tasks.append(asyncio.create_task(self._beat(), name="heartbeat"))
+        self._spawn("heartbeat", self._beat())
+        if self.node_facts is not None:
+            facts = self.config.node_facts
+            self._spawn(
+                "node facts",
+                refresh_forever(
+                    facts.interval,
+                    self.node_facts.update,
+                    cluster_ips=self.probed_cluster_ips,
+                    netns=facts.netns or None,
+                ),
+            )
+        if self.config.discovery is not None:
+            from .discovery import run_discovery  # only when configured: it needs cluster credentials
+
+            self._spawn(
+                "discovery",
+                run_discovery(
+                    self.config.discovery,
+                    source_node=self.config.source_node,
+                    sources=self.sources,
+                    registry=self._registry,
+                ),
+            )
         self._started = True
+
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(_log_crash)
+        self._tasks.append(task)
+
+    def probed_cluster_ips(self) -> list[ClusterIPPort]:
+        """The Service addresses being probed, so node facts can check kube-proxy has a DNAT rule for each."""
+        out = []
+        for target in self.scheduler.targets():
+            if target.via is not Via.SERVICE:
+                continue
+            if isinstance(target, TCPTarget):
+                out.append(ClusterIPPort(target.host, target.port, "tcp"))
+            elif isinstance(target, DNSTarget):
+                out.append(ClusterIPPort(target.server, target.port, target.transport.value))
+        return out
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -81,3 +132,9 @@ class Exporter:
         if not self._started:
             return False, "starting"
         return True, f"ok: {len(self.scheduler.targets())} targets scheduled"
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    # Background work ends only by cancellation; anything else is a bug that must be visible, not silent.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %r stopped", task.get_name(), exc_info=task.exception())

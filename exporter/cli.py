@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -67,6 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(config: Config) -> int:
+    if config.discovery is not None:
+        from .discovery import AccessError, resolve_access
+
+        try:  # fail at start, with the reason, rather than in a background task
+            resolve_access(config.discovery)
+        except AccessError as exc:
+            print(f"netpath-exporter: discovery: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     stop = asyncio.Event()

@@ -85,6 +85,15 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class NodeFactsConfig:
+    """Reading the node's kernel state (exporter.node): on by default, since it is what names causes."""
+
+    enabled: bool = True
+    interval: float = 30.0  # facts change slowly; iptables-save on a big node costs tens of milliseconds
+    netns: str = ""  # network namespace to read: "" this one; a name or path (e.g. /proc/1/ns/net) otherwise
+
+
+@dataclass(frozen=True)
 class Config:
     source_node: str
     listen_host: str = "0.0.0.0"
@@ -94,6 +103,7 @@ class Config:
     latency_buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS
     targets: tuple[AnyTarget, ...] = ()
     discovery: DiscoveryConfig | None = None  # Kubernetes discovery; None: static targets only
+    node_facts: NodeFactsConfig = field(default_factory=NodeFactsConfig)
 
 
 # --- small typed readers: each takes the raw value and the field name it came from ---
@@ -278,6 +288,7 @@ def _parse_dns(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> 
 
 _TOP_KEYS = {
     "source_node", "listen", "perspective", "defaults", "scheduler", "latency_buckets", "targets", "discovery",
+    "node_facts",
 }
 
 
@@ -340,6 +351,17 @@ def parse_config(raw: Any) -> Config:
 
         discovery = parse_discovery(doc["discovery"], default_interval=interval, default_timeout=timeout)
 
+    facts_raw = _mapping(doc.get("node_facts", {}), "node_facts")
+    _check_keys(facts_raw, {"enabled", "interval", "netns"}, "node_facts")
+    enabled = facts_raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("node_facts.enabled", f"expected true or false, got {enabled!r}")
+    node_facts = NodeFactsConfig(
+        enabled=enabled,
+        interval=_duration(facts_raw.get("interval", 30.0), "node_facts.interval"),
+        netns=str(facts_raw.get("netns") or ""),
+    )
+
     return Config(
         source_node=source_node,
         listen_host=listen_host,
@@ -349,6 +371,7 @@ def parse_config(raw: Any) -> Config:
         latency_buckets=buckets,
         targets=tuple(targets),
         discovery=discovery,
+        node_facts=node_facts,
     )
 
 

@@ -101,6 +101,9 @@ def test_defaults_apply_when_the_file_is_minimal(monkeypatch: pytest.MonkeyPatch
         ({"scheduler": {"max_concurrency": 0}}, "scheduler.max_concurrency", "from 1 to"),
         ({"latency_buckets": [0.1, 0.01]}, "latency_buckets", "strictly increasing"),
         ({"targets": "all of them"}, "targets", "expected a list"),
+        ({"node_facts": {"interval": "0s"}}, "node_facts.interval", "must be positive"),
+        ({"node_facts": {"enabled": "yes"}}, "node_facts.enabled", "expected true or false"),
+        ({"node_facts": {"every": "1m"}}, "node_facts.every", "unknown key"),
     ],
 )
 def test_bad_config_names_the_field(snippet: dict[str, object], where: str, problem: str) -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from contract import documented, exposed
 from kubeapi import (
     EXPORTER_NS,
     FakeKubeAPI,
@@ -366,3 +367,14 @@ async def test_the_bearer_token_is_read_from_its_file_for_each_request(api: Fake
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_the_discovery_metrics_are_the_documented_ones(api: FakeKubeAPI) -> None:
+    async with running(api) as run:
+        text = generate_latest(run.registry).decode()
+    discovery = {name: labels for name, labels in exposed(text).items() if name.startswith("netpath_discovery_")}
+    documented_names = documented("Discovery")
+    assert set(discovery) == set(documented_names)
+    for name, labels in discovery.items():
+        # errors_total has no samples (so no labels seen) until an error has happened
+        assert labels == documented_names[name] or (name == "netpath_discovery_errors_total" and not labels), name

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from contract import documented, exposed
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,31 +20,10 @@ from exporter.server import MetricsServer
 from lab.apps.httpapp import serve_in_thread
 from lab.loopback import blackhole_listener, dnsmasq, tcp_listener
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
-
-
-def documented_metrics() -> dict[str, set[str]]:
-    """Metric name → label names, from the tables of docs/metrics.md."""
-    text = DOCS.read_text()
-    target_labels = set(re.findall(r"^\| `(\w+)` \|", text.split("## Per-target metrics")[0], re.M))
-    out: dict[str, set[str]] = {}
-    for name, labels in re.findall(r"^\| `((?:netpath|process)_\w+)` \| \w+ \|([^|]*)\|", text, re.M):
-        names = set(re.findall(r"`(\w+)`", labels))
-        if "*target labels*" in labels:
-            names |= target_labels
-        out[name] = names
-    return out
-
-
-def exposed_metrics(text: str) -> dict[str, set[str]]:
-    """Metric name (counters with _total, histograms by base name) → label names seen on its samples."""
-    out: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(text):
-        name = family.name + "_total" if family.type == "counter" else family.name
-        labels = out.setdefault(name, set())
-        for sample in family.samples:
-            labels |= set(sample.labels) - {"le"}
-    return out
+# Sections whose metrics a loopback exporter exposes in full. "Node facts" depend on the namespace read (no VXLAN
+# link here) and "Discovery" on an API server: tests/test_node_metrics.py and tests/test_discovery.py hold those
+# sections against a full exposition of their own.
+CORE_SECTIONS = ("Per-target metrics", "Exporter self-metrics")
 
 
 @pytest.fixture
@@ -97,15 +75,15 @@ def test_metrics_pass_promtool(metrics_text: str) -> None:
 
 
 def test_every_exposed_metric_is_documented_with_its_labels(metrics_text: str) -> None:
-    documented = documented_metrics()
-    for name, labels in exposed_metrics(metrics_text).items():
-        assert name in documented, f"{name} is exposed but not in docs/metrics.md"
-        assert labels <= documented[name], f"{name}: labels {labels - documented[name]} not documented"
+    everything = documented()
+    for name, labels in exposed(metrics_text).items():
+        documented_labels = everything.get(name)
+        assert documented_labels is not None, f"{name} is exposed but not in docs/metrics.md"
+        assert labels <= documented_labels, f"{name}: labels {labels - documented_labels} not documented"
 
 
 def test_every_documented_metric_is_exposed(metrics_text: str) -> None:
-    exposed = exposed_metrics(metrics_text)
-    missing = sorted(set(documented_metrics()) - set(exposed))
+    missing = sorted(set(documented(*CORE_SECTIONS)) - set(exposed(metrics_text)))
     assert not missing, f"documented in docs/metrics.md but not exposed: {missing}"
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from contract import documented, exposed
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,7 +36,6 @@ from exporter.node.facts import (
 from exporter.node.metrics import NodeFactsMetrics
 from exporter.node.refresh import refresh_forever
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 DNS = ClusterIPPort("10.43.0.10", 53, "udp")
 
 
@@ -157,24 +155,8 @@ def test_nothing_is_rendered_before_the_first_reading() -> None:
 # --- the contract -----------------------------------------------------------------------------------------------
 
 
-def documented_node_metrics() -> dict[str, set[str]]:
-    section = DOCS.read_text().split("## Node facts", 1)[1]
-    return {
-        name: set(re.findall(r"`(\w+)`", labels))
-        for name, labels in re.findall(r"^\| `(netpath_node_\w+)` \| \w+ \|([^|]*)\|", section, re.M)
-    }
-
-
-def exposed(text: str) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(text):
-        name = family.name + "_total" if family.type == "counter" else family.name
-        out.setdefault(name, set()).update(*(set(s.labels) for s in family.samples))
-    return out
-
-
 def test_the_docs_section_and_the_exposition_name_the_same_metrics_and_labels() -> None:
-    assert exposed(render(FULL)) == documented_node_metrics()
+    assert exposed(render(FULL)) == documented("Node facts")
 
 
 def test_every_node_metric_carries_source_node() -> None:

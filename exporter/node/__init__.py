@@ -20,6 +20,7 @@ from .facts import (
     Unavailable,
     VxlanLink,
 )
+from .metrics import NodeFactsMetrics
 from .readers import read_node_facts
 from .refresh import refresh_forever
 
@@ -29,6 +30,7 @@ __all__ = [
     "ConntrackFacts",
     "IptablesFacts",
     "NodeFacts",
+    "NodeFactsMetrics",
     "OffloadFacts",
     "OverlayFacts",
     "PeerRoute",
