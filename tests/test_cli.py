@@ -58,3 +58,15 @@ def test_run_exits_2_when_it_cannot_listen(tmp_path: Path) -> None:
         path.write_text(f"listen: 127.0.0.1:{taken.port}\n")
         result = run_cli("run", "--config", str(path))
     assert result.returncode == 2 and "cannot listen" in result.stderr
+
+
+def test_run_with_discovery_but_no_credentials_exits_2_saying_why(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("discovery: {}\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=30, env=env,
+    )
+    assert result.returncode == 2
+    assert "discovery: cannot read kubeconfig" in result.stderr and ".kube/config" in result.stderr
