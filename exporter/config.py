@@ -7,18 +7,27 @@ broken ConfigMap is fixed from the pod's log line alone.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
-import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from .fields import ConfigError as ConfigError  # re-exported: callers catch config.ConfigError
+from .fields import (
+    check_keys,
+    read_bool,
+    read_duration,
+    read_enum,
+    read_hostport,
+    read_int,
+    read_mapping,
+    read_str,
+)
 from .model import (
     AnyTarget,
     DNSQueryType,
@@ -68,15 +77,6 @@ DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 
-class ConfigError(ValueError):
-    """A configuration problem, always naming the field (``where``) it is about."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"{where}: {problem}")
-        self.where = where
-        self.problem = problem
-
-
 @dataclass(frozen=True)
 class SchedulerConfig:
     # Probes in flight at once; large enough that 100 blackholed targets don't starve the healthy ones.
@@ -106,87 +106,6 @@ class Config:
     node_facts: NodeFactsConfig = field(default_factory=NodeFactsConfig)
 
 
-# --- small typed readers: each takes the raw value and the field name it came from ---
-
-T = TypeVar("T")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def _duration(value: Any, where: str) -> float:
-    """Seconds from a number or a Prometheus-style string ("500ms", "10s", "1m")."""
-    if isinstance(value, bool):
-        raise ConfigError(where, f"expected a duration like 5s or 500ms, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    else:
-        raise ConfigError(where, f"expected a duration like 5s or 500ms, got {value!r}")
-    if seconds <= 0:
-        raise ConfigError(where, f"must be positive, got {value!r}")
-    return seconds
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(where, f"expected a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _int(value: Any, where: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(where, f"expected a whole number from {lo} to {hi}, got {value!r}")
-    return value
-
-
-def _enum(cls: Callable[[str], T], value: Any, where: str, choices: list[str]) -> T:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ConfigError(where, f"expected one of {', '.join(choices)}, got {value!r}") from None
-
-
-def _ip(value: Any, where: str) -> str:
-    text = _str(value, where)
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise ConfigError(where, f"not an IP address: {text!r}") from None
-
-
-def _hostport(value: Any, where: str, default_port: int | None, *, lowest_port: int = 1) -> tuple[str, int]:
-    """ "10.42.1.5:8080", "[fd00::1]:53" or, where a default port exists, a bare IP."""
-    text = _str(value, where)
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
-    if m:
-        host, port_text = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        port = int(port_text)
-    elif default_port is not None:
-        host, port = text.strip("[]"), default_port
-    else:
-        raise ConfigError(where, f"expected ip:port, got {text!r}")
-    if not lowest_port <= port <= 65535:
-        raise ConfigError(where, f"port {port} is outside {lowest_port}-65535")
-    return _ip(host, where), port
-
-
-def _check_keys(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"{prefix}{unknown[0]}", f"unknown key (allowed here: {', '.join(sorted(allowed))})"
-        )
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(where, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
 # --- targets ---
 
 _COMMON_KEYS = {"name", "kind", "path", "via", "target_node", "service", "interval", "timeout"}
@@ -199,22 +118,22 @@ _KIND_KEYS = {
 
 def parse_target(raw: Any, where: str, default_interval: float, default_timeout: float) -> list[AnyTarget]:
     """One config entry → one target (two for a DNS entry asking over both UDP and TCP)."""
-    entry = _mapping(raw, where)
+    entry = read_mapping(raw, where)
     kind = entry.get("kind")
     if kind not in _KIND_KEYS:
         raise ConfigError(f"{where}.kind", f"expected one of {', '.join(_KIND_KEYS)}, got {kind!r}")
-    _check_keys(entry, _COMMON_KEYS | _KIND_KEYS[kind], where)
-    path = _enum(PathClass, entry.get("path"), f"{where}.path", [p.value for p in PathClass])
+    check_keys(entry, _COMMON_KEYS | _KIND_KEYS[kind], where)
+    path = read_enum(PathClass, entry.get("path"), f"{where}.path", [p.value for p in PathClass])
     common: dict[str, Any] = {
-        "name": _str(entry.get("name"), f"{where}.name"),
+        "name": read_str(entry.get("name"), f"{where}.name"),
         "path": path,
-        "via": _enum(Via, entry["via"], f"{where}.via", [v.value for v in Via])
+        "via": read_enum(Via, entry["via"], f"{where}.via", [v.value for v in Via])
         if "via" in entry
         else DEFAULT_PATH_VIA[path],
         "target_node": str(entry.get("target_node") or ""),
         "service": str(entry.get("service") or ""),
-        "interval": _duration(entry.get("interval", default_interval), f"{where}.interval"),
-        "timeout": _duration(entry.get("timeout", default_timeout), f"{where}.timeout"),
+        "interval": read_duration(entry.get("interval", default_interval), f"{where}.interval"),
+        "timeout": read_duration(entry.get("timeout", default_timeout), f"{where}.timeout"),
     }
     if common["timeout"] > common["interval"]:
         raise ConfigError(
@@ -222,7 +141,7 @@ def parse_target(raw: Any, where: str, default_interval: float, default_timeout:
             f"{common['timeout']}s is longer than the interval {common['interval']}s",
         )
     if kind == "tcp":
-        host, port = _hostport(entry.get("address"), f"{where}.address", None)
+        host, port = read_hostport(entry.get("address"), f"{where}.address", None)
         return [TCPTarget(host=host, port=port, **common)]
     if kind == "http":
         return [_parse_http(entry, where, common)]
@@ -230,7 +149,7 @@ def parse_target(raw: Any, where: str, default_interval: float, default_timeout:
 
 
 def _parse_http(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> HTTPTarget:
-    url = _str(entry.get("url"), f"{where}.url")
+    url = read_str(entry.get("url"), f"{where}.url")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{where}.url", f"expected http://ip[:port]/path or https://…, got {url!r}")
@@ -241,7 +160,7 @@ def _parse_http(entry: Mapping[str, Any], where: str, common: dict[str, Any]) ->
     statuses = entry.get("expect_status", [200])
     if not isinstance(statuses, list) or not statuses:
         raise ConfigError(f"{where}.expect_status", f"expected a list of status codes, got {statuses!r}")
-    expect = frozenset(_int(s, f"{where}.expect_status[{i}]", 100, 599) for i, s in enumerate(statuses))
+    expect = frozenset(read_int(s, f"{where}.expect_status[{i}]", 100, 599) for i, s in enumerate(statuses))
     tls_verify = entry.get("tls_verify", False)
     if not isinstance(tls_verify, bool):
         raise ConfigError(f"{where}.tls_verify", f"expected true or false, got {tls_verify!r}")
@@ -249,27 +168,27 @@ def _parse_http(entry: Mapping[str, Any], where: str, common: dict[str, Any]) ->
         url=url,
         host_header=str(entry.get("host") or ""),
         expect_status=expect,
-        min_body_bytes=_int(entry.get("min_body_bytes", 0), f"{where}.min_body_bytes", 0, 1 << 30),
+        min_body_bytes=read_int(entry.get("min_body_bytes", 0), f"{where}.min_body_bytes", 0, 1 << 30),
         tls_verify=tls_verify,
         **common,
     )
 
 
 def _parse_dns(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> list[AnyTarget]:
-    server, port = _hostport(entry.get("address"), f"{where}.address", 53)
+    server, port = read_hostport(entry.get("address"), f"{where}.address", 53)
     transports = entry.get("transports", ["udp"])
     if not isinstance(transports, list) or not transports:
         raise ConfigError(f"{where}.transports", f"expected a list such as [udp, tcp], got {transports!r}")
     protocols = [
-        _enum(Transport, t, f"{where}.transports[{i}]", ["udp", "tcp"]) for i, t in enumerate(transports)
+        read_enum(Transport, t, f"{where}.transports[{i}]", ["udp", "tcp"]) for i, t in enumerate(transports)
     ]
     if len(set(protocols)) != len(protocols):
         raise ConfigError(f"{where}.transports", "lists a transport twice")
     expect = entry.get("expect", [])
     if not isinstance(expect, list) or not all(isinstance(e, str) for e in expect):
         raise ConfigError(f"{where}.expect", f"expected a list of strings, got {expect!r}")
-    query_name = _str(entry.get("query"), f"{where}.query")
-    query_type = _enum(DNSQueryType, entry.get("type", "A"), f"{where}.type", [t.value for t in DNSQueryType])
+    query_name = read_str(entry.get("query"), f"{where}.query")
+    query_type = read_enum(DNSQueryType, entry.get("type", "A"), f"{where}.type", [t.value for t in DNSQueryType])
     return [
         DNSTarget(
             server=server,
@@ -301,33 +220,33 @@ def parse_config(raw: Any) -> Config:
     """Validate a decoded YAML document into a Config, or raise ConfigError naming the field."""
     if raw is None:
         raw = {}
-    doc = _mapping(raw, "(top level)")
-    _check_keys(doc, _TOP_KEYS, "")
+    doc = read_mapping(raw, "(top level)")
+    check_keys(doc, _TOP_KEYS, "")
 
-    source_node = _str(doc["source_node"], "source_node") if "source_node" in doc else default_source_node()
+    source_node = read_str(doc["source_node"], "source_node") if "source_node" in doc else default_source_node()
     # Port 0 (any free port) is allowed for listening: tests and the lab use it.
-    listen_host, listen_port = _hostport(doc.get("listen", DEFAULT_LISTEN), "listen", None, lowest_port=0)
-    perspective = _enum(Perspective, doc.get("perspective", "pod"), "perspective", ["pod", "node"])
+    listen_host, listen_port = read_hostport(doc.get("listen", DEFAULT_LISTEN), "listen", None, lowest_port=0)
+    perspective = read_enum(Perspective, doc.get("perspective", "pod"), "perspective", ["pod", "node"])
 
-    defaults = _mapping(doc.get("defaults", {}), "defaults")
-    _check_keys(defaults, {"interval", "timeout"}, "defaults")
-    interval = _duration(defaults.get("interval", 10.0), "defaults.interval")
-    timeout = _duration(defaults.get("timeout", 3.0), "defaults.timeout")
+    defaults = read_mapping(doc.get("defaults", {}), "defaults")
+    check_keys(defaults, {"interval", "timeout"}, "defaults")
+    interval = read_duration(defaults.get("interval", 10.0), "defaults.interval")
+    timeout = read_duration(defaults.get("timeout", 3.0), "defaults.timeout")
 
-    sched_raw = _mapping(doc.get("scheduler", {}), "scheduler")
-    _check_keys(sched_raw, {"max_concurrency", "jitter"}, "scheduler")
+    sched_raw = read_mapping(doc.get("scheduler", {}), "scheduler")
+    check_keys(sched_raw, {"max_concurrency", "jitter"}, "scheduler")
     jitter = sched_raw.get("jitter", 0.1)
     if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 0.5:
         raise ConfigError("scheduler.jitter", f"expected a fraction from 0 to 0.5, got {jitter!r}")
     scheduler = SchedulerConfig(
-        max_concurrency=_int(sched_raw.get("max_concurrency", 128), "scheduler.max_concurrency", 1, 10000),
+        max_concurrency=read_int(sched_raw.get("max_concurrency", 128), "scheduler.max_concurrency", 1, 10000),
         jitter=float(jitter),
     )
 
     buckets_raw = doc.get("latency_buckets", list(DEFAULT_LATENCY_BUCKETS))
     if not isinstance(buckets_raw, list) or not buckets_raw:
         raise ConfigError("latency_buckets", f"expected a list of seconds, got {buckets_raw!r}")
-    buckets = tuple(_duration(b, f"latency_buckets[{i}]") for i, b in enumerate(buckets_raw))
+    buckets = tuple(read_duration(b, f"latency_buckets[{i}]") for i, b in enumerate(buckets_raw))
     if list(buckets) != sorted(set(buckets)):
         raise ConfigError("latency_buckets", "must be strictly increasing")
 
@@ -351,14 +270,11 @@ def parse_config(raw: Any) -> Config:
 
         discovery = parse_discovery(doc["discovery"], default_interval=interval, default_timeout=timeout)
 
-    facts_raw = _mapping(doc.get("node_facts", {}), "node_facts")
-    _check_keys(facts_raw, {"enabled", "interval", "netns"}, "node_facts")
-    enabled = facts_raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError("node_facts.enabled", f"expected true or false, got {enabled!r}")
+    facts_raw = read_mapping(doc.get("node_facts", {}), "node_facts")
+    check_keys(facts_raw, {"enabled", "interval", "netns"}, "node_facts")
     node_facts = NodeFactsConfig(
-        enabled=enabled,
-        interval=_duration(facts_raw.get("interval", 30.0), "node_facts.interval"),
+        enabled=read_bool(facts_raw.get("enabled", True), "node_facts.enabled"),
+        interval=read_duration(facts_raw.get("interval", 30.0), "node_facts.interval"),
         netns=str(facts_raw.get("netns") or ""),
     )
 
@@ -377,7 +293,7 @@ def parse_config(raw: Any) -> Config:
 
 def parse_listen(config: Config, listen: str) -> Config:
     """The config with its listen address replaced (the --listen flag), validated like the file's."""
-    host, port = _hostport(listen, "--listen", None, lowest_port=0)
+    host, port = read_hostport(listen, "--listen", None, lowest_port=0)
     return dataclasses.replace(config, listen_host=host, listen_port=port)
 
 

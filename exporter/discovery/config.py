@@ -12,13 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import DEFAULT_PORT, ConfigError
+from ..config import DEFAULT_PORT
+from ..fields import ConfigError, check_keys, read_bool, read_duration, read_int, read_mapping, read_str
 from ..model import Transport
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -76,61 +75,15 @@ class DiscoveryConfig:
 # --- readers ---------------------------------------------------------------------------------------------
 
 
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(where, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _check_keys(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key (allowed here: {', '.join(sorted(allowed))})")
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(where, f"expected true or false, got {value!r}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(where, f"expected a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _int(value: Any, where: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(where, f"expected a whole number from {lo} to {hi}, got {value!r}")
-    return value
-
-
-def _duration(value: Any, where: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(where, f"expected a duration like 5s or 500ms, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    else:
-        raise ConfigError(where, f"expected a duration like 5s or 500ms, got {value!r}")
-    if seconds <= 0:
-        raise ConfigError(where, f"must be positive, got {value!r}")
-    return seconds
-
-
 def _dns_label(value: Any, where: str) -> str:
-    text = _str(value, where)
+    text = read_str(value, where)
     if not _DNS_LABEL.match(text):
         raise ConfigError(where, f"not a Kubernetes object name (lowercase DNS label): {text!r}")
     return text
 
 
 def _ns_name(value: Any, where: str) -> str:
-    text = _str(value, where)
+    text = read_str(value, where)
     parts = text.split("/")
     if len(parts) != 2 or not all(_DNS_LABEL.match(p) for p in parts):
         raise ConfigError(where, f"expected namespace/name, got {text!r}")
@@ -139,7 +92,7 @@ def _ns_name(value: Any, where: str) -> str:
 
 def _label_selector(value: Any, where: str) -> str:
     """An equality-based selector (``a=b,c=d``): what the chart's DaemonSet labels need, and checkable."""
-    text = _str(value, where)
+    text = read_str(value, where)
     for term in text.split(","):
         key, eq, val = term.partition("=")
         key, val = key.strip(), val.strip().lstrip("=")
@@ -152,8 +105,8 @@ def _section(doc: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str
     raw = doc.get(key, {})
     if isinstance(raw, bool):  # `peers: false` switches a source off
         return {"enabled": raw}
-    section = _mapping(raw, f"discovery.{key}")
-    _check_keys(section, allowed, f"discovery.{key}")
+    section = read_mapping(raw, f"discovery.{key}")
+    check_keys(section, allowed, f"discovery.{key}")
     return section
 
 
@@ -183,8 +136,8 @@ def parse_discovery(
     the file's ``defaults`` interval and timeout unless the section sets its own."""
     if raw is True:
         raw = {}
-    doc = _mapping(raw, "discovery")
-    _check_keys(doc, _TOP_KEYS, "discovery")
+    doc = read_mapping(raw, "discovery")
+    check_keys(doc, _TOP_KEYS, "discovery")
     d = DiscoveryConfig()
     if default_interval is not None and default_timeout is not None:
         d = DiscoveryConfig(interval=default_interval, timeout=default_timeout)
@@ -192,41 +145,41 @@ def parse_discovery(
     api_url = str(doc.get("api_url") or "")
     if api_url and not re.match(r"^https?://[^/\s]+/?$", api_url):
         raise ConfigError("discovery.api_url", f"expected http(s)://host:port, got {api_url!r}")
-    interval = _duration(doc.get("interval", d.interval), "discovery.interval")
-    timeout = _duration(doc.get("timeout", d.timeout), "discovery.timeout")
+    interval = read_duration(doc.get("interval", d.interval), "discovery.interval")
+    timeout = read_duration(doc.get("timeout", d.timeout), "discovery.timeout")
     if timeout > interval:
         raise ConfigError("discovery.timeout", f"{timeout}s is longer than the interval {interval}s")
 
-    backoff = _mapping(doc.get("backoff"), "discovery.backoff")
-    _check_keys(backoff, {"initial", "max"}, "discovery.backoff")
-    backoff_initial = _duration(backoff.get("initial", d.backoff_initial), "discovery.backoff.initial")
-    backoff_max = _duration(backoff.get("max", d.backoff_max), "discovery.backoff.max")
+    backoff = read_mapping(doc.get("backoff"), "discovery.backoff")
+    check_keys(backoff, {"initial", "max"}, "discovery.backoff")
+    backoff_initial = read_duration(backoff.get("initial", d.backoff_initial), "discovery.backoff.initial")
+    backoff_max = read_duration(backoff.get("max", d.backoff_max), "discovery.backoff.max")
     if backoff_max < backoff_initial:
         raise ConfigError("discovery.backoff.max", f"{backoff_max}s is shorter than initial {backoff_initial}s")
 
     p = _section(doc, "peers", {"enabled", "label_selector", "port", "k", "all_up_to"})
     k_raw = p.get("k", d.peers.k)
-    k = None if k_raw == "all" else _int(k_raw, "discovery.peers.k", 1, 1000) if k_raw is not None else None
+    k = None if k_raw == "all" else read_int(k_raw, "discovery.peers.k", 1, 1000) if k_raw is not None else None
     if isinstance(k_raw, str) and k_raw != "all":
         raise ConfigError("discovery.peers.k", f'expected a whole number from 1 to 1000 or "all", got {k_raw!r}')
     peers = PeersConfig(
-        enabled=_bool(p.get("enabled", True), "discovery.peers.enabled"),
+        enabled=read_bool(p.get("enabled", True), "discovery.peers.enabled"),
         label_selector=_label_selector(
             p.get("label_selector", d.peers.label_selector), "discovery.peers.label_selector"
         ),
-        port=_int(p.get("port", d.peers.port), "discovery.peers.port", 1, 65535),
+        port=read_int(p.get("port", d.peers.port), "discovery.peers.port", 1, 65535),
         k=k,
-        all_up_to=_int(p.get("all_up_to", d.peers.all_up_to), "discovery.peers.all_up_to", 0, 100000),
+        all_up_to=read_int(p.get("all_up_to", d.peers.all_up_to), "discovery.peers.all_up_to", 0, 100000),
     )
 
     s = _section(doc, "services", {"enabled"})
-    services = ServicesConfig(enabled=_bool(s.get("enabled", True), "discovery.services.enabled"))
+    services = ServicesConfig(enabled=read_bool(s.get("enabled", True), "discovery.services.enabled"))
 
     n = _section(doc, "dns", {"enabled", "service", "names", "transports", "resolv_conf"})
     names_raw = n.get("names", [])
     if not isinstance(names_raw, list):
         raise ConfigError("discovery.dns.names", f"expected a list of names, got {names_raw!r}")
-    names = tuple(_str(x, f"discovery.dns.names[{i}]") for i, x in enumerate(names_raw))
+    names = tuple(read_str(x, f"discovery.dns.names[{i}]") for i, x in enumerate(names_raw))
     transports_raw = n.get("transports", ["udp", "tcp"])
     if not isinstance(transports_raw, list) or not transports_raw:
         raise ConfigError("discovery.dns.transports", f"expected a list such as [udp, tcp], got {transports_raw!r}")
@@ -241,7 +194,7 @@ def parse_discovery(
     if not isinstance(resolv_conf, str):
         raise ConfigError("discovery.dns.resolv_conf", f"expected a file path or \"\", got {resolv_conf!r}")
     dns = DNSConfig(
-        enabled=_bool(n.get("enabled", True), "discovery.dns.enabled"),
+        enabled=read_bool(n.get("enabled", True), "discovery.dns.enabled"),
         service=_ns_name(n.get("service", d.dns.service), "discovery.dns.service"),
         names=names,
         transports=tuple(transports),
@@ -250,23 +203,23 @@ def parse_discovery(
 
     g = _section(doc, "ingress", {"enabled", "controller_service", "host_ports"})
     ingress = IngressConfig(
-        enabled=_bool(g.get("enabled", True), "discovery.ingress.enabled"),
+        enabled=read_bool(g.get("enabled", True), "discovery.ingress.enabled"),
         controller_service=_ns_name(
             g.get("controller_service", d.ingress.controller_service), "discovery.ingress.controller_service"
         ),
-        host_ports=_bool(g.get("host_ports", True), "discovery.ingress.host_ports"),
+        host_ports=read_bool(g.get("host_ports", True), "discovery.ingress.host_ports"),
     )
 
     return DiscoveryConfig(
         namespace=_dns_label(doc["namespace"], "discovery.namespace") if "namespace" in doc else default_namespace(),
         service=_dns_label(doc.get("service", d.service), "discovery.service"),
-        service_port=_int(doc.get("service_port", d.service_port), "discovery.service_port", 1, 65535),
-        cluster_domain=_str(doc.get("cluster_domain", d.cluster_domain), "discovery.cluster_domain").strip("."),
+        service_port=read_int(doc.get("service_port", d.service_port), "discovery.service_port", 1, 65535),
+        cluster_domain=read_str(doc.get("cluster_domain", d.cluster_domain), "discovery.cluster_domain").strip("."),
         api_url=api_url.rstrip("/"),
         kubeconfig=str(doc.get("kubeconfig") or ""),
         interval=interval,
         timeout=timeout,
-        watch_timeout=_duration(doc.get("watch_timeout", d.watch_timeout), "discovery.watch_timeout"),
+        watch_timeout=read_duration(doc.get("watch_timeout", d.watch_timeout), "discovery.watch_timeout"),
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         peers=peers,
