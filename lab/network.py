@@ -107,6 +107,8 @@ def build_pod(topo: Topology, pod: Pod) -> None:
     netns.ip_batch(
         pod.netns,
         [
+            # the CNI gives pods the overlay MTU; the peer end would otherwise keep the default 1500
+            f"link set eth0 mtu {topo.overlay_mtu}",
             f"addr add {pod.ip}/24 dev eth0",
             "link set eth0 up",
             f"route add default via {node.cni_ip}",

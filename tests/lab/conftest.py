@@ -12,8 +12,16 @@ import pytest
 from lab import cluster, netns
 from lab.topology import Topology
 
-REQUIRED_TOOLS = ("ip", "bridge", "iptables-restore", "conntrack", "ethtool", "ss", "/usr/sbin/dnsmasq",
-                  "/usr/sbin/nginx")
+REQUIRED_TOOLS = (
+    "ip",
+    "bridge",
+    "iptables-restore",
+    "conntrack",
+    "ethtool",
+    "ss",
+    "/usr/sbin/dnsmasq",
+    "/usr/sbin/nginx",
+)
 
 
 def lab_unavailable() -> str | None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 from collections.abc import Callable
+
+import pytest
 
 from lab import cluster, netns, scenarios, topology
 from lab.state import topology_path
-
 
 pytestmark = pytest.mark.lab
 
