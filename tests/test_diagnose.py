@@ -1,0 +1,630 @@
+"""The localizer's rule table over synthetic windows of real ProbeResult values and NodeFacts snapshots.
+
+The targets are shaped like the lab's exporter config (lab/exporters.py): seen from node2, pods on node1
+(CoreDNS, keybuzz-front-0, an exporter), node2 (keybuzz-front-1) and node3 (an exporter), the keybuzz-front
+ClusterIP, DNS via the kube-dns ClusterIP and straight to CoreDNS over UDP and TCP, and the node's ingress.
+Each scenario feeds a few probe rounds through the Localizer, as the scheduler would, and reads the verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from contract import doc_sections, documented, exposed
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.diagnose import CAUSES, Cause, Diagnosis, DiagnosisMetrics, Localizer, render_report
+from exporter.model import (
+    AnyTarget,
+    DNSTarget,
+    HTTPTarget,
+    PathClass,
+    Perspective,
+    ProbeResult,
+    Reason,
+    TCPInfo,
+    TCPTarget,
+    Transport,
+    Via,
+)
+from exporter.node.facts import (
+    BridgeNetfilterFacts,
+    ClusterIPPort,
+    ConntrackFacts,
+    IptablesFacts,
+    NodeFacts,
+    OffloadFacts,
+    OverlayFacts,
+    PeerRoute,
+    RouteFacts,
+    SnmpFacts,
+    SysctlFacts,
+    Unavailable,
+    VxlanLink,
+)
+
+FRONT = "keybuzz/keybuzz-front"
+KUBE_DNS = "kube-system/kube-dns"
+FRONT_IP, DNS_IP = "10.43.20.10", "10.43.0.10"
+INTERVAL = 2.0
+T0 = 1_700_000_000.0
+
+POD_IPS = {"node1": "10.42.1.{}", "node2": "10.42.2.{}", "node3": "10.42.3.{}"}
+
+
+def tcp(name: str, host: str, port: int, path: PathClass, via: Via, node: str = "", service: str = "") -> TCPTarget:
+    return TCPTarget(
+        name=name, path=path, via=via, target_node=node, service=service, host=host, port=port, interval=INTERVAL,
+        timeout=1.0,
+    )
+
+
+def dns(name: str, server: str, via: Via, proto: Transport, node: str = "") -> DNSTarget:
+    return DNSTarget(
+        name=name, path=PathClass.DNS, via=via, target_node=node, service=KUBE_DNS, server=server, protocol=proto,
+        query_name="keybuzz-front.keybuzz.svc.cluster.local", expect=frozenset({FRONT_IP}), interval=INTERVAL,
+        timeout=1.0,
+    )
+
+
+def http(name: str, url: str, path: PathClass, via: Via, node: str, service: str, big: bool = False) -> HTTPTarget:
+    return HTTPTarget(
+        name=name, path=path, via=via, target_node=node, service=service, url=url,
+        min_body_bytes=65536 if big else 0, interval=INTERVAL, timeout=3.0 if path is PathClass.INGRESS else 1.0,
+    )
+
+
+def lab_targets(me: str) -> list[AnyTarget]:
+    """The lab's targets as node `me` probes them: exporters on the other nodes, both app replicas (connect and
+    /big), the app's ClusterIP, kube-dns via the Service and CoreDNS directly (UDP, TCP), the local ingress."""
+    out: list[AnyTarget] = [
+        tcp(f"exporter-{n}", POD_IPS[n].format(2), 10047, PathClass.POD_IP, Via.POD, n)
+        for n in ("node1", "node2", "node3") if n != me
+    ]
+    for i, node in enumerate(("node1", "node2")):
+        ip = POD_IPS[node].format(10 + i)
+        out.append(tcp(f"keybuzz-front-{i}", ip, 8080, PathClass.POD_IP, Via.POD, node, FRONT))
+        big = f"http://{ip}:8080/big"
+        out.append(http(f"keybuzz-front-{i}-big", big, PathClass.POD_IP, Via.POD, node, FRONT, big=True))
+    out.append(tcp("svc-keybuzz-front", FRONT_IP, 80, PathClass.CLUSTER_IP, Via.SERVICE, "", FRONT))
+    for proto in (Transport.UDP, Transport.TCP):
+        out.append(dns("kube-dns", DNS_IP, Via.SERVICE, proto))
+        out.append(dns("coredns-0", POD_IPS["node1"].format(4), Via.POD, proto, "node1"))
+    ingress_ip = POD_IPS[me].format(3)
+    for suffix, url_path in (("", "/"), ("-slow", "/slow")):
+        out.append(
+            http(f"ingress-{me}{suffix}", f"http://{ingress_ip}{url_path}", PathClass.INGRESS, Via.INGRESS, me,
+                 "ingress-nginx/ingress-nginx-controller")
+        )
+    return out
+
+
+# --- outcomes, as the probes report them ---------------------------------------------------------------------
+
+
+def ok(target: AnyTarget) -> ProbeResult:
+    if isinstance(target, DNSTarget):
+        return ProbeResult.success(0.0008, answers=(FRONT_IP,))
+    info = TCPInfo(syn_retransmits=0, rtt_seconds=0.0004, rttvar_seconds=0.0001)
+    if isinstance(target, HTTPTarget):
+        size = 200_000 if target.min_body_bytes else 120
+        return ProbeResult.success(0.003, tcp_info=info, http_status=200, body_bytes=size)
+    return ProbeResult.success(0.0004, tcp_info=info)
+
+
+def silence(target: AnyTarget) -> ProbeResult:
+    """No answer at all: a blackhole or a drop."""
+    if isinstance(target, DNSTarget):
+        return ProbeResult.failure(Reason.TIMEOUT, target.timeout, "no answer")
+    return ProbeResult.failure(Reason.CONNECT_TIMEOUT, target.timeout, "connect timed out")
+
+
+def gateway_timeout(target: AnyTarget) -> ProbeResult:
+    return ProbeResult.failure(Reason.BAD_STATUS, 2.0, "status 504, expected 200", http_status=504, body_bytes=160)
+
+
+def refused(target: AnyTarget) -> ProbeResult:
+    return ProbeResult.failure(Reason.REFUSED, 0.001, "connection refused")
+
+
+def stalled(target: AnyTarget) -> ProbeResult:
+    return ProbeResult.failure(Reason.BODY_TIMEOUT, 1.0, "body stalled", http_status=200, body_bytes=2800)
+
+
+Outcome = Callable[[AnyTarget, int], ProbeResult]
+
+
+def healthy(target: AnyTarget, round_: int) -> ProbeResult:
+    return ok(target)
+
+
+def breaking(failing: Callable[[AnyTarget], bool], how: Callable[[AnyTarget], ProbeResult] = silence) -> Outcome:
+    def outcome(target: AnyTarget, round_: int) -> ProbeResult:
+        return how(target) if failing(target) else ok(target)
+
+    return outcome
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Node:
+    """A localizer seen from one node, fed in rounds of probes of every target."""
+
+    def __init__(self, me: str = "node2", perspective: Perspective = Perspective.POD) -> None:
+        self.clock = Clock()
+        self.targets = lab_targets(me)
+        self.localizer = Localizer(source_node=me, perspective=perspective, clock=self.clock)
+
+    def rounds(self, n: int, outcome: Outcome = healthy) -> Node:
+        for i in range(n):
+            self.clock.now += INTERVAL
+            for target in self.targets:
+                self.localizer.record(target, outcome(target, i))
+        return self
+
+    def facts(self, snapshot: NodeFacts) -> Node:
+        self.localizer.update_facts(replace(snapshot, read_at=self.clock.now + 0.1))
+        return self
+
+    def diagnosis(self) -> Diagnosis:
+        return self.localizer.diagnose(self.clock.now + 0.2)
+
+    def causes(self) -> list[Cause]:
+        return [v.cause for v in self.diagnosis().verdicts]
+
+
+# --- node facts ----------------------------------------------------------------------------------------------
+
+
+def kube_iptables(*, hook: bool = True, dnat: bool = True, dns_dnat: bool = True) -> IptablesFacts:
+    return IptablesFacts(
+        rules=120,
+        kube_chains=30,
+        ufw_chains=12,
+        nat_hook={"PREROUTING": hook, "OUTPUT": hook},
+        dnat={
+            ClusterIPPort(FRONT_IP, 80, "tcp"): dnat,
+            ClusterIPPort(DNS_IP, 53, "udp"): dns_dnat,
+            ClusterIPPort(DNS_IP, 53, "tcp"): dns_dnat,
+        },
+    )
+
+
+NODE_FACTS = NodeFacts(
+    overlay=OverlayFacts(
+        vxlan=(VxlanLink("flannel.1", 4, 1450, True, 1, 8472, "192.168.100.2", "eth0", 1500, True),),
+        bridge_mtu=1450,
+        bridge_up=True,
+    ),
+    offload=OffloadFacts(tx_checksum_ip_generic=MappingProxyType({"flannel.1": False})),
+    routes=RouteFacts(
+        peers=(
+            PeerRoute("flannel.1", "10.42.1.0/24", "10.42.1.0", "0e:42:00:00:00:01", "192.168.100.1"),
+            PeerRoute("flannel.1", "10.42.3.0/24", "10.42.3.0", "0e:42:00:00:00:03", "192.168.100.3"),
+        )
+    ),
+    sysctl=SysctlFacts(ip_forward=1, forwarding_all=1, br_netfilter_loaded=True, rp_filter=MappingProxyType({})),
+    bridge_netfilter=BridgeNetfilterFacts(call_iptables=1),
+    conntrack=ConntrackFacts(count=40, max=262144, stats=MappingProxyType({"insert_failed": 0, "drop": 0})),
+    snmp=SnmpFacts(udp_in_csum_errors=0, ip_frag_fails=0, reverse_path_filter_drops=0),
+    iptables_legacy=IptablesFacts(rules=0, kube_chains=0, ufw_chains=0, nat_hook={}, dnat={}),
+    iptables_nft=kube_iptables(),
+    read_at=T0,
+    read_seconds=0.05,
+)
+
+POD_NAMESPACE_FACTS = replace(
+    NODE_FACTS,
+    overlay=Unavailable("no VXLAN link in this network namespace"),
+    routes=RouteFacts(peers=()),
+    iptables_nft=IptablesFacts(rules=0, kube_chains=0, ufw_chains=0, nat_hook={}, dnat={}),
+)
+
+
+def is_service(t: AnyTarget) -> bool:
+    """What a node's broken Service path breaks: its ClusterIPs, DNS via kube-dns, and its ingress."""
+    return t.via is Via.SERVICE or t.path is PathClass.INGRESS
+
+
+# --- healthy and noise -------------------------------------------------------------------------------------------
+
+
+def test_a_healthy_node_has_no_verdict() -> None:
+    node = Node().rounds(12).facts(NODE_FACTS)
+    diagnosis = node.diagnosis()
+    assert diagnosis.verdicts == ()
+    assert all(s.health == "ok" for s in diagnosis.statuses)
+
+
+def test_one_failed_probe_is_not_a_diagnosis() -> None:
+    node = Node().rounds(6).rounds(1, breaking(lambda t: t.name == "svc-keybuzz-front")).facts(NODE_FACTS)
+    assert node.causes() == []
+
+
+def test_too_few_probes_say_nothing() -> None:
+    node = Node().rounds(1, breaking(is_service))
+    assert node.causes() == []
+
+
+# --- the Service path --------------------------------------------------------------------------------------------
+
+
+def test_nat_hook_missing_is_clusterip_nat_broken_and_explains_dns_and_ingress() -> None:
+    node = Node().rounds(6).rounds(2, breaking(is_service))
+    node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(hook=False)))
+    diagnosis = node.diagnosis()
+    assert [v.cause for v in diagnosis.verdicts] == [Cause.CLUSTERIP_NAT_BROKEN]
+    verdict = diagnosis.verdicts[0]
+    assert {"svc-keybuzz-front/tcp", "kube-dns/udp", "kube-dns/tcp", "ingress-node2/tcp"} <= set(verdict.targets)
+    assert any("PREROUTING does not jump to KUBE-SERVICES" in e for e in verdict.evidence)
+    assert any("the backend answers directly" in e for e in verdict.evidence)
+
+
+def test_missing_dnat_rule_for_the_clusterip_is_clusterip_nat_broken() -> None:
+    node = Node().rounds(6).rounds(2, breaking(lambda t: t.name == "svc-keybuzz-front"))
+    node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(dnat=False)))
+    assert node.causes() == [Cause.CLUSTERIP_NAT_BROKEN]
+    assert any("no KUBE-SERVICES DNAT rule for 10.43.20.10:80/tcp" in e for e in node.diagnosis().verdicts[0].evidence)
+
+
+def test_nat_rules_in_place_but_service_traffic_lost_is_forward_drop() -> None:
+    node = Node().rounds(6).rounds(2, breaking(is_service)).facts(NODE_FACTS)
+    assert node.causes() == [Cause.FORWARD_DROP]
+
+
+def test_intermittent_loss_of_service_traffic_is_forward_drop() -> None:
+    lossy = breaking(is_service)
+
+    def half(target: AnyTarget, round_: int) -> ProbeResult:
+        return lossy(target, round_) if round_ % 2 == 0 else ok(target)
+
+    node = Node().rounds(6).rounds(8, half).facts(NODE_FACTS)
+    assert node.causes() == [Cause.FORWARD_DROP]
+
+
+def test_without_node_facts_the_service_path_is_named_but_not_split() -> None:
+    node = Node().rounds(6).rounds(2, breaking(is_service))
+    assert node.causes() == [Cause.SERVICE_PATH_BROKEN]
+    node.facts(POD_NAMESPACE_FACTS)  # a pod's namespace: no NAT rules there, which proves nothing
+    assert node.causes() == [Cause.SERVICE_PATH_BROKEN]
+
+
+def test_facts_read_before_the_failures_began_do_not_decide() -> None:
+    node = Node().rounds(6)
+    node.localizer.update_facts(replace(NODE_FACTS, iptables_nft=kube_iptables(hook=True), read_at=node.clock.now))
+    node.rounds(2, breaking(is_service))
+    assert node.causes() == [Cause.SERVICE_PATH_BROKEN]
+
+
+def test_dns_via_the_service_broken_while_coredns_answers() -> None:
+    node = Node().rounds(6).rounds(2, breaking(lambda t: t.name == "kube-dns"))
+    node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(dns_dnat=False)))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.DNS_SERVICE_PATH]
+    assert any("10.43.0.10:53/udp has NO DNAT rule" in e for e in verdicts[0].evidence)
+    assert any("straight to CoreDNS" in e for e in verdicts[0].evidence)
+
+
+def test_coredns_down_when_the_pods_fail_too() -> None:
+    node = Node().rounds(6).rounds(2, breaking(lambda t: isinstance(t, DNSTarget), refused)).facts(NODE_FACTS)
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.COREDNS_DOWN]
+    assert set(verdicts[0].targets) == {"kube-dns/udp", "kube-dns/tcp", "coredns-0/udp", "coredns-0/tcp"}
+
+
+def test_udp_dns_loss_with_clean_tcp_is_the_conntrack_race() -> None:
+    def udp_half(target: AnyTarget, round_: int) -> ProbeResult:
+        lost = target.name == "kube-dns" and target.transport is Transport.UDP and round_ % 2 == 0
+        return silence(target) if lost else ok(target)
+
+    node = Node().rounds(6).rounds(6, udp_half).facts(NODE_FACTS)
+    assert node.causes() == [Cause.CONNTRACK_RACE]
+
+
+def test_udp_and_tcp_dns_loss_together_is_not_the_race() -> None:
+    def both(target: AnyTarget, round_: int) -> ProbeResult:
+        return silence(target) if target.name == "kube-dns" and round_ % 2 == 0 else ok(target)
+
+    node = Node().rounds(6).rounds(6, both).facts(NODE_FACTS)
+    assert Cause.CONNTRACK_RACE not in node.causes()
+
+
+def test_bridge_nf_call_iptables_off_breaks_services_with_local_endpoints() -> None:
+    # from node1, CoreDNS and keybuzz-front-0 are local: kube-dns fails always, the front ClusterIP half the time
+    def local_endpoint_fails(target: AnyTarget, round_: int) -> ProbeResult:
+        if target.name == "kube-dns" or (target.name == "svc-keybuzz-front" and round_ % 2 == 0):
+            return silence(target)
+        return ok(target)
+
+    node = Node("node1").rounds(6).rounds(6, local_endpoint_fails)
+    assert node.causes() == [Cause.BRIDGE_NF_OFF]  # the pattern alone, no facts
+    assert any("endpoints on this node: 1 of 2" in e for e in node.diagnosis().verdicts[0].evidence)
+    node.facts(replace(NODE_FACTS, bridge_netfilter=BridgeNetfilterFacts(call_iptables=0)))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.BRIDGE_NF_OFF]
+    assert any("bridge-nf-call-iptables = 0" in e for e in verdicts[0].evidence)
+
+
+# --- overlay, MTU, ingress ----------------------------------------------------------------------------------------
+
+
+def test_overlay_down_towards_one_node_explains_nothing_else() -> None:
+    node = Node("node1").rounds(6).rounds(2, breaking(lambda t: t.target_node == "node3")).facts(NODE_FACTS)
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.OVERLAY_DOWN]
+    assert verdicts[0].peer_nodes == ("node3",)
+    assert "towards node3" in verdicts[0].summary
+
+
+def test_overlay_down_on_this_node_explains_services_dns_and_ingress() -> None:
+    def remote(t: AnyTarget) -> bool:
+        return (t.target_node not in ("", "node3")) or t.via is Via.SERVICE
+
+    ingress = breaking(lambda t: t.path is PathClass.INGRESS, gateway_timeout)
+
+    def outcome(target: AnyTarget, round_: int) -> ProbeResult:
+        return silence(target) if remote(target) else ingress(target, round_)
+
+    down = replace(NODE_FACTS.overlay, vxlan=(replace(NODE_FACTS.overlay.vxlan[0], up=False),))  # type: ignore[union-attr]
+    node = Node("node3").rounds(6).rounds(2, outcome).facts(replace(NODE_FACTS, overlay=down))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.OVERLAY_DOWN]
+    assert verdicts[0].summary.startswith("Overlay down on this node")
+    assert "node facts: flannel.1 is down" in verdicts[0].evidence
+    assert {"svc-keybuzz-front/tcp", "kube-dns/udp", "coredns-0/tcp", "ingress-node3/tcp"} <= set(verdicts[0].targets)
+
+
+def test_large_responses_stalling_where_small_ones_pass_is_an_mtu_blackhole() -> None:
+    remote_big = breaking(lambda t: t.name.endswith("-big") and t.target_node != "node2", stalled)
+    node = Node().rounds(6).rounds(2, remote_big).facts(NODE_FACTS)
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.MTU_BLACKHOLE]
+    assert verdicts[0].targets == ("keybuzz-front-0-big/tcp",)
+
+
+def test_an_overlay_mtu_without_vxlan_headroom_is_named_from_the_facts() -> None:
+    tight = replace(NODE_FACTS.overlay, vxlan=(replace(NODE_FACTS.overlay.vxlan[0], mtu=1500),))  # type: ignore[union-attr]
+    node = Node().rounds(6).facts(replace(NODE_FACTS, overlay=tight))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.MTU_BLACKHOLE]
+    assert any("0 bytes of headroom" in e for e in verdicts[0].evidence)
+
+
+def test_ingress_504_with_every_network_path_fine_is_a_slow_backend() -> None:
+    node = Node().rounds(6).rounds(2, breaking(lambda t: t.name.endswith("-slow"), gateway_timeout)).facts(NODE_FACTS)
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.BACKEND_SLOW]
+    assert verdicts[0].targets == ("ingress-node2-slow/tcp",)
+
+
+def test_an_unexplained_failure_is_an_honest_unknown() -> None:
+    def bad_gateway(t: AnyTarget) -> ProbeResult:
+        return ProbeResult.failure(Reason.BAD_STATUS, 0.01, "status 502", http_status=502)
+
+    node = Node().rounds(6).rounds(2, breaking(lambda t: t.name == "ingress-node2", bad_gateway)).facts(NODE_FACTS)
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.UNKNOWN]
+    assert "ingress-node2" in verdicts[0].evidence[0] and "HTTP 502" in verdicts[0].evidence[0]
+
+
+# --- facts-only causes --------------------------------------------------------------------------------------------
+
+
+def test_iptables_rules_in_both_backends_is_the_split() -> None:
+    legacy = IptablesFacts(rules=40, kube_chains=0, ufw_chains=12, nat_hook={}, dnat={})
+    nft = replace(kube_iptables(), ufw_chains=0)
+    node = Node().rounds(6).facts(replace(NODE_FACTS, iptables_legacy=legacy, iptables_nft=nft))
+    assert node.causes() == [Cause.IPTABLES_SPLIT]
+
+
+def test_checksum_offload_is_a_verdict_only_when_checksum_errors_rise() -> None:
+    on = replace(NODE_FACTS, offload=OffloadFacts(tx_checksum_ip_generic=MappingProxyType({"flannel.1": True})))
+    node = Node().rounds(6).facts(on).facts(on)
+    assert node.causes() == []  # the risk alone, nothing happening: no verdict
+    node.facts(replace(on, snmp=SnmpFacts(udp_in_csum_errors=17, ip_frag_fails=0, reverse_path_filter_drops=0)))
+    assert node.causes() == [Cause.CHECKSUM_OFFLOAD_RISK]
+
+
+def test_a_nearly_full_conntrack_table() -> None:
+    full = replace(NODE_FACTS, conntrack=ConntrackFacts(count=260_000, max=262_144, stats=MappingProxyType({})))
+    assert Node().rounds(6).facts(full).causes() == [Cause.CONNTRACK_FULL]
+
+
+# --- clearing -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        breaking(is_service),
+        breaking(lambda t: t.name.endswith("-big") and t.target_node != "node2", stalled),
+        breaking(lambda t: t.name.endswith("-slow"), gateway_timeout),
+    ],
+)
+def test_a_verdict_clears_within_three_clean_rounds(outcome: Outcome) -> None:
+    node = Node().rounds(6).rounds(6, outcome).facts(NODE_FACTS)
+    assert node.causes() != []
+    node.rounds(3)
+    assert node.causes() == []
+
+
+def test_intermittent_loss_clears_within_three_clean_rounds() -> None:
+    def half(target: AnyTarget, round_: int) -> ProbeResult:
+        return silence(target) if is_service(target) and round_ % 2 == 0 else ok(target)
+
+    node = Node().rounds(11, half).facts(NODE_FACTS)  # the last round lost its probes
+    assert node.causes() == [Cause.FORWARD_DROP]
+    node.rounds(2)
+    assert node.causes() == [Cause.FORWARD_DROP]  # two clean rounds could be luck at 50 % loss
+    node.rounds(1)
+    assert node.causes() == []
+
+
+def test_a_removed_target_is_forgotten() -> None:
+    node = Node().rounds(2, breaking(lambda t: t.name == "ingress-node2", refused))
+    assert node.causes() == [Cause.UNKNOWN]
+    for target in node.targets:
+        if target.name == "ingress-node2":
+            node.localizer.forget(target)
+    assert node.causes() == []
+
+
+# --- outputs: metric, JSON, report ---------------------------------------------------------------------------------
+
+
+def exposition(node: Node) -> str:
+    registry = CollectorRegistry()
+    DiagnosisMetrics(registry, node.diagnosis, source_node="node2")
+    return generate_latest(registry).decode()
+
+
+def test_the_metric_renders_every_cause_one_while_held() -> None:
+    node = Node().rounds(6).rounds(2, breaking(is_service)).facts(NODE_FACTS)
+    values = {
+        s.labels["cause"]: s.value
+        for family in text_string_to_metric_families(exposition(node))
+        for s in family.samples
+        if s.name == "netpath_diagnosis"
+    }
+    assert set(values) == {c.value for c in Cause}
+    assert {c for c, v in values.items() if v == 1} == {"forward_drop"}
+
+
+def test_docs_metrics_diagnosis_section_matches_the_exposition() -> None:
+    assert exposed(exposition(Node().rounds(3))) == documented("Diagnosis")
+
+
+def test_docs_metrics_diagnosis_section_lists_every_cause() -> None:
+    section = doc_sections()["Diagnosis"]
+    assert all(f"`{c.value}`" in section for c in Cause)
+
+
+def test_docs_diagnosis_documents_every_cause() -> None:
+    from contract import DOCS
+
+    text = (DOCS.parent / "diagnosis.md").read_text()
+    for cause in Cause:
+        assert f"`{cause.value}`" in text, cause
+        assert CAUSES[cause].title in text, cause
+
+
+def test_json_document_round_trips_and_renders_the_report() -> None:
+    node = Node().rounds(6).rounds(2, breaking(is_service))
+    node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(hook=False)))
+    doc = json.loads(json.dumps(node.diagnosis().as_dict()))
+    assert doc["verdicts"][0]["cause"] == "clusterip_nat_broken"
+    svc = next(t for t in doc["targets"] if t["name"] == "svc-keybuzz-front")
+    assert svc["health"] == "down" and svc["explained_by"] == "clusterip_nat_broken"
+    report = render_report(doc)
+    assert "From node node2 (pod network)" in report
+    assert "✅ pod IP" in report and "❌ ClusterIP" in report
+    assert "Likely cause: ClusterIP NAT path broken on this node [clusterip_nat_broken]" in report
+    assert "Evidence:" in report and "Next steps:" in report
+
+
+def test_a_healthy_report_says_so() -> None:
+    report = render_report(Node().rounds(3).facts(NODE_FACTS).diagnosis().as_dict())
+    assert "No cause found: every probed path works." in report
+    assert "❌" not in report
+
+
+# --- wired into the exporter: the Tee sink, /diagnose, the metric, the CLI -------------------------------------
+
+
+def _service_and_endpoint(endpoint_host: str, endpoint_port: int, svc_host: str, svc_port: int) -> list[AnyTarget]:
+    """A "Service" on a blackholed port whose "pod" answers on loopback: the Service-path signature."""
+    return [
+        TCPTarget(name="pod", path=PathClass.POD_IP, via=Via.POD, service="demo/web", host=endpoint_host,
+                  port=endpoint_port, interval=0.3, timeout=0.25),
+        TCPTarget(name="svc", path=PathClass.CLUSTER_IP, via=Via.SERVICE, service="demo/web", host=svc_host,
+                  port=svc_port, interval=0.3, timeout=0.25),
+    ]
+
+
+def fetch(port: int, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+        return str(response.read().decode())
+
+
+async def test_a_running_exporter_serves_its_diagnosis(
+    tcp_listener: Any, blackhole_listener: Any
+) -> None:
+    import asyncio
+
+    from exporter.app import Exporter
+    from exporter.cli import _json_response
+    from exporter.config import Config, NodeFactsConfig
+    from exporter.server import MetricsServer
+
+    targets = _service_and_endpoint(tcp_listener.host, tcp_listener.port, blackhole_listener.host,
+                                    blackhole_listener.port)
+    config = Config(source_node="test-node", listen_host="127.0.0.1", listen_port=0, targets=tuple(targets),
+                    node_facts=NodeFactsConfig(enabled=False))
+    registry = CollectorRegistry()
+    async with Exporter(config, registry) as exporter:
+        server = MetricsServer(
+            "127.0.0.1", 0, registry, healthy=exporter.healthy, ready=exporter.ready,
+            routes={"/diagnose": lambda: _json_response(exporter.localizer.diagnose().as_dict())},
+        )
+        server.start()
+        try:
+            doc: dict[str, Any] = {}
+            for _ in range(20):  # bounded: 20 × 0.2 s
+                await asyncio.sleep(0.2)
+                doc = json.loads(await asyncio.to_thread(fetch, server.port, "/diagnose"))
+                if doc["verdicts"]:
+                    break
+            metrics = await asyncio.to_thread(fetch, server.port, "/metrics")
+        finally:
+            server.close()
+    assert [v["cause"] for v in doc["verdicts"]] == ["service_path_broken"]
+    assert 'netpath_diagnosis{cause="service_path_broken",source_node="test-node"} 1.0' in metrics
+    assert "netpath_probe_attempts_total" in metrics  # the metrics still get every result through the tee
+
+
+def test_cli_diagnose_probes_now_and_reports(tmp_path: Any, tcp_listener: Any, closed_port: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "source_node: here\nnode_facts: {enabled: false}\ndefaults: {timeout: 0.5s}\ntargets:\n"
+        "  - {name: pod, kind: tcp, path: pod_ip, service: demo/web, "
+        f"address: '{tcp_listener.host}:{tcp_listener.port}'}}\n"
+        f"  - {{name: ingress, kind: tcp, path: ingress, address: '{closed_port.host}:{closed_port.port}'}}\n"
+    )
+    exe = str(Path(sys.executable).with_name("netpath-exporter"))
+    run = subprocess.run(
+        [exe, "diagnose", "--config", str(config), "--rounds", "2", "--every", "0.2"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "✅ pod IP" in run.stdout and "❌ ingress" in run.stdout
+    assert "Unknown cause" in run.stdout and "refused ×2" in run.stdout
+    as_json = subprocess.run(
+        [exe, "diagnose", "--config", str(config), "--rounds", "2", "--every", "0.2", "--json"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert json.loads(as_json.stdout)["verdicts"][0]["cause"] == "unknown"
+
+
+def test_cli_diagnose_url_that_does_not_answer_exits_2(closed_port: Any) -> None:
+    from exporter.cli import main
+
+    assert main(["diagnose", "--url", f"http://{closed_port.host}:{closed_port.port}"]) == 2
+    assert main(["diagnose", "--url", "http://127.0.0.1:1", "--rounds", "1"]) == 2
