@@ -9,17 +9,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from .config import Config
+from .diagnose import DiagnosisMetrics, Localizer
 from .metrics import ProbeMetrics
-from .model import DNSTarget, TCPTarget, Via
-from .node import ClusterIPPort, NodeFactsMetrics, refresh_forever
+from .model import AnyTarget, DNSTarget, ProbeResult, TCPTarget, Via
+from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
 from .probes import run_probe
-from .scheduler import ProbeFn, Scheduler
+from .scheduler import ProbeFn, ResultSink, Scheduler
 from .targets import TargetSources
 
 # /healthz fails when the event loop has not ticked for this long: probes are not running any more and the
@@ -41,8 +42,10 @@ class Exporter:
             targets=lambda: self.scheduler.targets(),
             in_flight=lambda: self.scheduler.in_flight,
         )
+        self.localizer = Localizer(source_node=config.source_node, perspective=config.perspective)
+        DiagnosisMetrics(registry, self.localizer.diagnose, source_node=config.source_node)
         self.scheduler = Scheduler(
-            self.metrics,
+            Tee(self.metrics, self.localizer),
             max_concurrency=config.scheduler.max_concurrency,
             jitter=config.scheduler.jitter,
             probe=probe,
@@ -65,7 +68,7 @@ class Exporter:
                 "node facts",
                 refresh_forever(
                     facts.interval,
-                    self.node_facts.update,
+                    self._on_node_facts,
                     cluster_ips=self.probed_cluster_ips,
                     netns=facts.netns or None,
                 ),
@@ -89,17 +92,14 @@ class Exporter:
         task.add_done_callback(_log_crash)
         self._tasks.append(task)
 
+    def _on_node_facts(self, snapshot: NodeFacts) -> None:
+        if self.node_facts is not None:
+            self.node_facts.update(snapshot)
+        self.localizer.update_facts(snapshot)
+
     def probed_cluster_ips(self) -> list[ClusterIPPort]:
         """The Service addresses being probed, so node facts can check kube-proxy has a DNAT rule for each."""
-        out = []
-        for target in self.scheduler.targets():
-            if target.via is not Via.SERVICE:
-                continue
-            if isinstance(target, TCPTarget):
-                out.append(ClusterIPPort(target.host, target.port, "tcp"))
-            elif isinstance(target, DNSTarget):
-                out.append(ClusterIPPort(target.server, target.port, target.transport.value))
-        return out
+        return service_addresses(self.scheduler.targets())
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -132,6 +132,37 @@ class Exporter:
         if not self._started:
             return False, "starting"
         return True, f"ok: {len(self.scheduler.targets())} targets scheduled"
+
+
+def service_addresses(targets: Iterable[AnyTarget]) -> list[ClusterIPPort]:
+    out = []
+    for target in targets:
+        if target.via is not Via.SERVICE:
+            continue
+        if isinstance(target, TCPTarget):
+            out.append(ClusterIPPort(target.host, target.port, "tcp"))
+        elif isinstance(target, DNSTarget):
+            out.append(ClusterIPPort(target.server, target.port, target.transport.value))
+    return out
+
+
+class Tee:
+    """A ResultSink that hands every result to several sinks: the metrics and the localizer's window."""
+
+    def __init__(self, *sinks: ResultSink) -> None:
+        self._sinks = sinks
+
+    def record(self, target: AnyTarget, result: ProbeResult) -> None:
+        for sink in self._sinks:
+            sink.record(target, result)
+
+    def forget(self, target: AnyTarget) -> None:
+        for sink in self._sinks:
+            sink.forget(target)
+
+    def observe_lag(self, seconds: float) -> None:
+        for sink in self._sinks:
+            sink.observe_lag(seconds)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

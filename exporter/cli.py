@@ -1,6 +1,8 @@
-"""Command line: ``run`` (serve /metrics), ``probe`` (every target once, as a table), ``check-config``.
+"""Command line: ``run`` (serve /metrics), ``probe`` (every target once, as a table), ``diagnose`` (name the
+likely cause), ``check-config``.
 
-Exit status: 0 success; 1 ``probe`` found a failing target; 2 bad config or usage.
+Exit status: 0 success; 1 ``probe`` found a failing target or ``diagnose`` named a cause; 2 bad config or
+usage (or, for ``diagnose --url``, no answer from the exporter).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from . import __version__
-from .app import Exporter
+from .app import Exporter, service_addresses
 from .config import Config, ConfigError, load_config, parse_listen
+from .diagnose import Localizer, render_report
 from .model import AnyTarget, PathClass, ProbeResult
 from .probes import run_probe
-from .server import MetricsServer
+from .server import MetricsServer, Response
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -42,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--config", required=True, help="YAML config file")
     probe.add_argument("--json", action="store_true", help="print JSON (one list of results) instead of a table")
 
+    diagnose = sub.add_parser(
+        "diagnose", help="name the likely cause: probe a few rounds now, or ask a running exporter (--url)"
+    )
+    where = diagnose.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="YAML config file: probe its targets now, then report")
+    where.add_argument("--url", help="a running exporter, e.g. http://10.42.1.2:10047: report its /diagnose")
+    diagnose.add_argument("--json", action="store_true", help="print the /diagnose JSON instead of the report")
+    diagnose.add_argument("--rounds", type=int, default=3, help="probe rounds with --config (default 3, 2-20)")
+    diagnose.add_argument("--every", type=float, default=1.0, help="seconds between rounds (default 1)")
+
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     return parser
@@ -49,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "diagnose":
+        if not 2 <= args.rounds <= 20:
+            print(f"netpath-exporter: --rounds: expected 2 to 20, got {args.rounds}", file=sys.stderr)
+            return EXIT_CONFIG
+        if not 0 < args.every <= 60:
+            print(f"netpath-exporter: --every: expected 0 to 60 seconds, got {args.every}", file=sys.stderr)
+            return EXIT_CONFIG
+        if args.url:
+            return _diagnose_url(args.url, as_json=args.json, out=sys.stdout)
     try:
         config = load_config(args.config if args.command != "check-config" else args.file)
         if args.command == "run" and args.listen:
@@ -61,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "probe":
         return asyncio.run(_probe_once(config, as_json=args.json, out=sys.stdout))
+    if args.command == "diagnose":
+        return asyncio.run(
+            _diagnose_now(config, rounds=args.rounds, every=args.every, as_json=args.json, out=sys.stdout)
+        )
     return asyncio.run(_run(config))
 
 
@@ -91,6 +117,7 @@ async def _run(config: Config) -> int:
                 registry,
                 healthy=exporter.healthy,
                 ready=exporter.ready,
+                routes={"/diagnose": lambda: _json_response(exporter.localizer.diagnose().as_dict())},
             )
         except OSError as exc:
             print(
@@ -199,6 +226,54 @@ async def _probe_once(config: Config, *, as_json: bool, out: TextIO) -> int:
     else:
         out.write(format_table(config, results) + "\n")
     return EXIT_OK if all(r.ok for _, r in results) else EXIT_FAILED
+
+
+# --- diagnose ---
+
+
+def _json_response(doc: dict[str, Any]) -> Response:
+    return Response(200, "application/json", (json.dumps(doc, indent=1) + "\n").encode())
+
+
+def _print_diagnosis(doc: dict[str, Any], *, as_json: bool, out: TextIO) -> int:
+    if as_json:
+        json.dump(doc, out, indent=1)
+        out.write("\n")
+    else:
+        out.write(render_report(doc))
+    return EXIT_FAILED if doc["verdicts"] else EXIT_OK
+
+
+async def _diagnose_now(config: Config, *, rounds: int, every: float, as_json: bool, out: TextIO) -> int:
+    """Probe every target `rounds` times, `every` seconds apart, read the node facts, then diagnose."""
+    localizer = Localizer(source_node=config.source_node, perspective=config.perspective)
+    for i in range(rounds):
+        if i:
+            await asyncio.sleep(every)
+        for target, result in await probe_all(config):
+            localizer.record(target, result)
+    if config.node_facts.enabled:
+        from .node import read_node_facts
+
+        snapshot = await asyncio.to_thread(
+            read_node_facts, service_addresses(config.targets), netns=config.node_facts.netns or None
+        )
+        localizer.update_facts(snapshot)
+    return _print_diagnosis(localizer.diagnose().as_dict(), as_json=as_json, out=out)
+
+
+def _diagnose_url(url: str, *, as_json: bool, out: TextIO) -> int:
+    import httpx
+
+    endpoint = url.rstrip("/") + "/diagnose"
+    try:
+        response = httpx.get(endpoint, timeout=5.0)
+        response.raise_for_status()
+        doc: dict[str, Any] = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        print(f"netpath-exporter: --url: cannot read {endpoint}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return _print_diagnosis(doc, as_json=as_json, out=out)
 
 
 if __name__ == "__main__":  # pragma: no cover
