@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import exporters, firewall, kubeproxy, netns, network, workloads
@@ -18,6 +22,31 @@ def apply_rules(topo: Topology, node: Node, faults: dict[str, float | None]) -> 
     rules = firewall.render_filter(topo, faults) + kubeproxy.render_nat(topo, faults)
     netns.ns_exec(node.netns, ["iptables-restore"], stdin=rules)
     netns.ns_exec(node.netns, ["conntrack", "-F"], check=False)
+
+
+LOCK_PATH = Path("/run/lock/nplab.lock")  # outside the state dir, which `down` removes
+
+
+@contextlib.contextmanager
+def exclusive(wait: float = 900.0) -> Iterator[None]:
+    """Hold the lab lock: test sessions and the demo share one machine-wide lab, one user at a time.
+
+    Whoever holds it may `down` leftovers first: a lab nobody holds the lock for is a crashed run's."""
+    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK_PATH.open("w") as lock:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabError(f"another lab session held {LOCK_PATH} for {wait:.0f}s") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load_topology() -> Topology:

@@ -37,6 +37,11 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
+    with cluster.exclusive():
+        return _demo(started)
+
+
+def _demo(started: float) -> int:
     try:
         cluster.down()  # leftovers of an interrupted run
         banner(

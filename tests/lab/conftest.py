@@ -41,12 +41,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Topology]:
     """A 3-node lab with exporters, built once for the module; broken faults are healed between tests."""
-    cluster.down()  # leftovers of an interrupted run would make `up` refuse
-    try:
-        yield cluster.up(3, 1500)
-    finally:
-        cluster.down()
-        assert netns.lab_namespaces() == []
+    with cluster.exclusive():  # another session (a colleague's tests, the demo) may be using the lab
+        cluster.down()  # leftovers of an interrupted run would make `up` refuse
+        try:
+            yield cluster.up(3, 1500)
+        finally:
+            cluster.down()
+            assert netns.lab_namespaces() == []
+
+
+@pytest.fixture
+def lab_lock() -> Iterator[None]:
+    """For tests that build their own lab: wait for other lab sessions, then own the lab."""
+    with cluster.exclusive():
+        yield
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def test_scenarios_lists_every_scenario() -> None:
         assert name in out
 
 
-def test_break_without_a_lab_says_how_to_start_one() -> None:
+def test_break_without_a_lab_says_how_to_start_one(lab_lock: None) -> None:
     cluster.down()
     result = lab_cli("break", "clusterip-nat")
     assert result.returncode == 1

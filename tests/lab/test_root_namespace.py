@@ -12,7 +12,9 @@ from lab.state import topology_path
 pytestmark = pytest.mark.lab
 
 
-def test_full_cycle_leaves_the_root_namespace_unchanged(root_snapshot: Callable[[], dict[str, str]]) -> None:
+def test_full_cycle_leaves_the_root_namespace_unchanged(
+    lab_lock: None, root_snapshot: Callable[[], dict[str, str]]
+) -> None:
     cluster.down()
     before = root_snapshot()
     try:
@@ -29,7 +31,7 @@ def test_full_cycle_leaves_the_root_namespace_unchanged(root_snapshot: Callable[
         assert after[key] == before[key], f"root namespace {key} changed"
 
 
-def test_down_cleans_up_after_a_crashed_up() -> None:
+def test_down_cleans_up_after_a_crashed_up(lab_lock: None) -> None:
     cluster.down()
     # a crashed `up`: namespaces and a half-written state dir, no processes recorded
     topo = topology.build(2, 1500)
