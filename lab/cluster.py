@@ -57,12 +57,12 @@ def load_topology() -> Topology:
 
 
 def up(nodes: int = 3, mtu: int = 1500, *, with_exporters: bool = True) -> Topology:
+    topo = build(nodes, mtu, str(state_dir()))  # bad --nodes/--mtu are reported before anything else
     leftovers = netns.lab_namespaces()
     if leftovers or topology_path().exists():
         raise LabError(
             f"a lab (or what is left of one) exists: {', '.join(leftovers) or topology_path()}; run: python -m lab down"
         )
-    topo = build(nodes, mtu, str(state_dir()))
     topo = dataclasses.replace(
         topo,
         exporters={
