@@ -628,3 +628,20 @@ def test_cli_diagnose_url_that_does_not_answer_exits_2(closed_port: Any) -> None
 
     assert main(["diagnose", "--url", f"http://{closed_port.host}:{closed_port.port}"]) == 2
     assert main(["diagnose", "--url", "http://127.0.0.1:1", "--rounds", "1"]) == 2
+
+
+# --- found in the lab: faults one after another, and the ingress healing last ------------------------------------
+
+
+def test_clusterip_failures_of_an_earlier_healed_fault_do_not_hide_a_dns_only_fault() -> None:
+    node = Node().rounds(4, breaking(lambda t: t.name == "svc-keybuzz-front")).rounds(3)
+    node.rounds(2, breaking(lambda t: t.name == "kube-dns"))
+    node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(dns_dnat=False)))
+    assert node.causes() == [Cause.DNS_SERVICE_PATH]
+
+
+def test_an_ingress_still_failing_while_a_network_fault_heals_is_not_a_slow_backend() -> None:
+    node = Node().rounds(6).rounds(3, breaking(is_service, silence)).facts(NODE_FACTS)
+    # the network is back; the ingress, probed less often, still shows its 504s
+    node.rounds(1, breaking(lambda t: t.path is PathClass.INGRESS, gateway_timeout))
+    assert Cause.BACKEND_SLOW not in node.causes()

@@ -433,7 +433,7 @@ def service_path(p: Picture) -> list[Verdict]:
     cluster_ip_failing = [s for s in failing if s.target.path is PathClass.CLUSTER_IP]
     dns_failing = [s for s in failing if isinstance(s.target, DNSTarget)]
     if dns_failing and not cluster_ip_failing and not any(
-        s.target.path is PathClass.CLUSTER_IP and s.failures for s in p.service_targets()
+        s.target.path is PathClass.CLUSTER_IP and _failed_since(s, _onset(dns_failing)) for s in p.service_targets()
     ):
         direct_ok = [e for s in dns_failing for e in p.endpoints(s.target.service) if e.ok]
         if direct_ok:
@@ -454,6 +454,14 @@ def service_path(p: Picture) -> list[Verdict]:
 
     verdicts.append(_nat_or_forward(p, facts, fresh, failing))
     return verdicts
+
+
+def _onset(statuses: Sequence[TargetStatus]) -> float:
+    return min((s.failing_since for s in statuses if s.failing_since is not None), default=0.0)
+
+
+def _failed_since(status: TargetStatus, since: float) -> bool:
+    return any(not x.ok and x.at >= since for x in status.samples)
 
 
 def _has_local_endpoint(p: Picture, status: TargetStatus) -> bool:
@@ -488,9 +496,12 @@ def _conntrack_race(p: Picture, failing: list[TargetStatus]) -> Verdict | None:
         if isinstance(s.target, DNSTarget) and s.target.protocol is Transport.TCP
         and any(s.target.server == u.target.server for u in udp)  # type: ignore[union-attr]
     ]
-    if not tcp_dns or not all(s.clean for s in tcp_dns):
+    # the contrast must hold since UDP began failing: a failure there (TCP DNS, a ClusterIP) means the loss is
+    # not UDP-only; failures before that belong to an earlier, healed fault
+    onset = _onset(udp)
+    if not tcp_dns or any(_failed_since(s, onset) or s.health is Health.PENDING for s in tcp_dns):
         return None
-    if not all(s.clean for s in services if s.target.path is PathClass.CLUSTER_IP):
+    if any(_failed_since(s, onset) for s in services if s.target.path is PathClass.CLUSTER_IP):
         return None
     direct_udp = [
         e for u in udp for e in p.endpoints(u.target.service)
@@ -645,8 +656,9 @@ def backend_slow(p: Picture) -> list[Verdict]:
     if not slow:
         return []
     network = [s for s in p.statuses if s.target.path in (PathClass.POD_IP, PathClass.CLUSTER_IP)]
-    if not network or any(s.failing for s in network):
-        return []
+    onset = _onset(slow)
+    if not network or any(s.failing or _failed_since(s, onset) for s in network):
+        return []  # network failures since the 504s began: the ingress is failing because of them
     evidence = [f"the ingress gives up: {describe(s)}" for s in slow]
     durations = [x.duration for s in slow for x in s.samples if not x.ok]
     if durations:
