@@ -42,7 +42,7 @@ def start_exporters(topo: Topology, interval: float, facts_interval: float) -> N
     for pod in topo.pods_of(EXPORTER):
         config = exporters.config_for(topo, pod.node)
         config["defaults"] = {"interval": interval, "timeout": exporters.PROBE_TIMEOUT}
-        config["node_facts"] = {"netns": topo.node(pod.node).netns, "interval": facts_interval}
+        config["node_facts"]["interval"] = facts_interval
         path = state_dir() / "soak" / f"{pod.node}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -57,11 +57,16 @@ def main() -> int:
     parser.add_argument("--facts-interval", type=float, default=2.0, help="node facts interval (default 2)")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between /diagnose reads (default 1)")
     args = parser.parse_args()
+    with cluster.exclusive():  # wait for other lab users (tests, the demo)
+        if netns.lab_namespaces():
+            # a crashed run's lab: never tear down what this script did not build
+            print("soak: a lab exists already; run `python -m lab down` first if it is yours", file=sys.stderr)
+            return 2
+        return soak(args)
+
+
+def soak(args: argparse.Namespace) -> int:
     seconds = args.minutes * 60
-    if netns.lab_namespaces():
-        # someone else's lab (or a crashed one): never tear down what this script did not build
-        print("soak: a lab exists already; run `python -m lab down` first if it is yours", file=sys.stderr)
-        return 2
     try:
         topo = cluster.up(3, 1500, with_exporters=False)
         start_exporters(topo, args.interval, args.facts_interval)

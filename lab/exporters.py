@@ -19,6 +19,7 @@ from .state import LabState, state_dir
 from .topology import COREDNS, EXPORTER, FRONT, INGRESS, Topology
 
 PROBE_TIMEOUT = 1.0  # seconds, most targets: short, so a broken path is found fast
+FACTS_INTERVAL = 5.0  # seconds between node-facts reads (iptables-save in the node namespace)
 INGRESS_TIMEOUT = 3.0  # longer than the ingress's upstream timeouts, so its 504 is seen, not our timeout
 PROBE_INTERVAL = 5.0
 BIG_MIN_BYTES = 64 * 1024
@@ -128,6 +129,10 @@ def config_for(topo: Topology, node: str) -> dict[str, Any]:
         "listen": f"{me.ip}:{me.ports['metrics']}",
         "perspective": "pod",
         "defaults": {"interval": PROBE_INTERVAL, "timeout": PROBE_TIMEOUT},
+        # The exporter sits in a pod namespace but reads the node's kernel state (overlay, NAT, conntrack),
+        # as the DaemonSet does with the host network namespace: without it, "NAT hook missing" and "FORWARD
+        # drops DNAT traffic" look alike from the probes alone.
+        "node_facts": {"netns": topo.node(node).netns, "interval": FACTS_INTERVAL},
         "targets": targets,
     }
 

@@ -65,7 +65,7 @@ while time.time() < until:
 def diagnosing_config(topo: Topology, node: str) -> dict[str, Any]:
     config = exporters.config_for(topo, node)
     config["defaults"] = {"interval": INTERVAL, "timeout": exporters.PROBE_TIMEOUT}
-    config["node_facts"] = {"netns": topo.node(node).netns, "interval": FACTS_INTERVAL}
+    config["node_facts"]["interval"] = FACTS_INTERVAL
     for target in config["targets"]:
         if target["path"] == "ingress":
             target["interval"] = INGRESS_INTERVAL
@@ -146,17 +146,18 @@ class Matrix:
 
 @pytest.fixture(scope="module")
 def diag_lab() -> Iterator[tuple[Topology, Matrix]]:
-    cluster.down()
-    matrix = Matrix()
-    try:
-        topo = cluster.up(3, 1500, with_exporters=False)
-        start_diagnosing_exporters(topo)
-        yield topo, matrix
-    finally:
-        cluster.down()
-        if matrix.rows:
-            print(f"\nlocalizer matrix: {matrix.write()}")
-        assert netns.lab_namespaces() == []
+    with cluster.exclusive():  # another session (the lab tests, the demo) may be using the lab
+        cluster.down()  # under the lock, a lab that exists is a crashed run's
+        matrix = Matrix()
+        try:
+            topo = cluster.up(3, 1500, with_exporters=False)
+            start_diagnosing_exporters(topo)
+            yield topo, matrix
+        finally:
+            cluster.down()
+            if matrix.rows:
+                print(f"\nlocalizer matrix: {matrix.write()}")
+            assert netns.lab_namespaces() == []
 
 
 def first_time(samples: list[tuple[float, frozenset[str]]], holds: Any) -> float | None:
