@@ -645,3 +645,12 @@ def test_an_ingress_still_failing_while_a_network_fault_heals_is_not_a_slow_back
     # the network is back; the ingress, probed less often, still shows its 504s
     node.rounds(1, breaking(lambda t: t.path is PathClass.INGRESS, gateway_timeout))
     assert Cause.BACKEND_SLOW not in node.causes()
+
+
+def test_a_dns_only_fault_right_after_a_healed_service_fault_that_also_broke_dns() -> None:
+    # forward-drop-dnat broke every Service (kube-dns included), was healed, and dns-clusterip followed: the
+    # kube-dns targets' current bout starts after their clean run, so the earlier ClusterIP failures don't count
+    node = Node().rounds(6).rounds(4, breaking(is_service)).rounds(3)
+    node.rounds(2, breaking(lambda t: t.name == "kube-dns"))
+    node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(dns_dnat=False)))
+    assert node.causes() == [Cause.DNS_SERVICE_PATH]

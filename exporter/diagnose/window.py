@@ -105,8 +105,19 @@ class TargetStatus:
 
     @property
     def failing_since(self) -> float | None:
-        """When the current bout of failures began: the first failure still in the window."""
-        return next((s.at for s in self.samples if not s.ok), None)
+        """When the current bout of failures began: the first failure after the last clean run of
+        RECENT_PROBES successes (the run that clears a verdict). Failures before that run belong to an
+        earlier, healed fault and must not be read as part of this one."""
+        since = None
+        clean_run = RECENT_PROBES  # the window's start counts as clean
+        for sample in self.samples:
+            if sample.ok:
+                clean_run += 1
+                continue
+            if since is None or clean_run >= RECENT_PROBES:
+                since = sample.at
+            clean_run = 0
+        return since
 
     @property
     def typical_ok_seconds(self) -> float | None:
