@@ -176,12 +176,14 @@ def _dns_up(topo: Topology, state: LabState, nodes: list[Node]) -> None:
         workloads.start_coredns(topo, state)
 
 
-def _front(delay: float) -> Action:
-    def act(topo: Topology, state: LabState, nodes: list[Node]) -> None:
-        workloads.stop_front(topo, state)
-        workloads.start_front(topo, state, slow_delay=delay)
+def _slow_front(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    # The replicas read the file on every /slow request: no restart, so pod-IP probes never see the app go
+    # away and the only symptom is the one real slow backends give — 504s at the ingress.
+    workloads.slow_delay_file().write_text(f"{workloads.SLOW_DELAY_BROKEN}\n")
 
-    return act
+
+def _fast_front(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    workloads.slow_delay_file().unlink(missing_ok=True)
 
 
 _BREAK: dict[str, Action] = {
@@ -190,7 +192,7 @@ _BREAK: dict[str, Action] = {
     "mtu-blackhole": _mtu_break,
     "bridge-nf-off": _bridge_nf(0),
     "dns-down": _dns_down,
-    "backend-slow": _front(workloads.SLOW_DELAY_BROKEN),
+    "backend-slow": _slow_front,
 }
 _HEAL: dict[str, Action] = {
     "rules": _reapply,
@@ -198,5 +200,5 @@ _HEAL: dict[str, Action] = {
     "mtu-blackhole": _mtu_heal,
     "bridge-nf-off": _bridge_nf(1),
     "dns-down": _dns_up,
-    "backend-slow": _front(workloads.SLOW_DELAY_HEALTHY),
+    "backend-slow": _fast_front,
 }

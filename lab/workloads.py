@@ -115,6 +115,11 @@ def stop_coredns(topo: Topology, state: LabState) -> None:
 # --- keybuzz-front -----------------------------------------------------------------------------------------
 
 
+def slow_delay_file() -> Path:
+    """While this file exists, every keybuzz-front replica's /slow sleeps the seconds it holds."""
+    return state_dir() / "front-slow-delay"
+
+
 def start_front(topo: Topology, state: LabState, slow_delay: float = SLOW_DELAY_HEALTHY) -> None:
     for pod in topo.pods_of(FRONT):
         port = pod.ports["http"]
@@ -128,6 +133,8 @@ def start_front(topo: Topology, state: LabState, slow_delay: float = SLOW_DELAY_
             pod.name,
             "--slow-delay",
             str(slow_delay),
+            "--slow-delay-file",
+            str(slow_delay_file()),
         ]
         start(state, f"httpapp/{pod.name}", pod, argv, port)
 

@@ -133,3 +133,22 @@ def test_an_address_in_use_exits_non_zero_naming_it(httpapp_server: RunningApp) 
 
     assert done.returncode == 1
     assert f"127.0.0.1:{httpapp_server.port}" in done.stderr
+
+
+def test_a_slow_delay_file_changes_slow_without_a_restart(tmp_path, client: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    delay_file = tmp_path / "delay"
+    app = httpapp.RunningApp(
+        httpapp.AppServer("127.0.0.1", 0, name="a", slow_delay=0.0, quiet=True, slow_delay_file=delay_file)
+    )
+    try:
+        assert app.server.slow_delay == 0.0  # no file: --slow-delay
+        delay_file.write_text("0.4\n")
+        start = time.monotonic()
+        assert client.get(f"{app.url}/slow").status_code == 200
+        assert time.monotonic() - start >= 0.4
+        delay_file.write_text("not a number")
+        assert app.server.slow_delay == 0.0
+        delay_file.unlink()
+        assert app.server.slow_delay == 0.0
+    finally:
+        app.close()

@@ -1,6 +1,6 @@
 """A small HTTP backend for the tests, ``make demo`` and the lab (where it plays ``keybuzz-front``).
 
-    python -m lab.apps.httpapp --listen IP:PORT [--name NAME] [--slow-delay SECONDS]
+    python -m lab.apps.httpapp --listen IP:PORT [--name NAME] [--slow-delay SECONDS] [--slow-delay-file PATH]
 
 Routes:
     /             a few lines of text: NAME, the listen address, the Host header received (tells replicas apart)
@@ -23,6 +23,7 @@ import sys
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -45,15 +46,36 @@ class AppServer(ThreadingHTTPServer):
     allow_reuse_address = True
     block_on_close = False  # /stall handlers would otherwise hold close() for minutes
 
-    def __init__(self, host: str, port: int, *, name: str, slow_delay: float, quiet: bool) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        name: str,
+        slow_delay: float,
+        quiet: bool,
+        slow_delay_file: Path | None = None,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.app_name = name
-        self.slow_delay = slow_delay
+        self._slow_delay = slow_delay
+        self.slow_delay_file = slow_delay_file
         self.quiet = quiet
         self.closing = threading.Event()  # set on close: /slow and /stall stop waiting
         # (path, Host header) of recent requests, newest last: lets tests see what a client really sent.
         self.recent_requests: deque[tuple[str, str]] = deque(maxlen=100)
         super().__init__((host, port), AppHandler)
+
+    @property
+    def slow_delay(self) -> float:
+        """/slow's delay: the number in --slow-delay-file while that file exists, else --slow-delay. Lets the
+        lab make the backend slow without restarting it (a restart would also break pod-IP probes)."""
+        if self.slow_delay_file is not None:
+            try:
+                return min(MAX_SLOW_DELAY, max(0.0, float(self.slow_delay_file.read_text())))
+            except (OSError, ValueError):
+                pass
+        return self._slow_delay
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the bind address up with socket.getfqdn(): a reverse DNS query that
@@ -212,10 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True, type=_listen_arg, metavar="IP:PORT")
     parser.add_argument("--name", default="httpapp", help="shown in answers, to tell replicas apart")
     parser.add_argument("--slow-delay", type=_delay_arg, default=2.0, metavar="SECONDS", help="/slow's delay")
+    parser.add_argument(
+        "--slow-delay-file", type=Path, metavar="PATH", help="while this file exists, /slow sleeps the seconds it holds"
+    )
     args = parser.parse_args(argv)
     host, port = args.listen
     try:
-        server = AppServer(host, port, name=args.name, slow_delay=args.slow_delay, quiet=False)
+        server = AppServer(
+            host, port, name=args.name, slow_delay=args.slow_delay, quiet=False, slow_delay_file=args.slow_delay_file
+        )
     except OSError as exc:
         print(f"httpapp: --listen {format_hostport(host, port)}: {exc.strerror or exc}", file=sys.stderr)
         return 1
