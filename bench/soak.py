@@ -43,6 +43,10 @@ def start_exporters(topo: Topology, interval: float, facts_interval: float) -> N
         config = exporters.config_for(topo, pod.node)
         config["defaults"] = {"interval": interval, "timeout": exporters.PROBE_TIMEOUT}
         config["node_facts"]["interval"] = facts_interval
+        for target in config["targets"]:
+            # a target's timeout may not exceed its interval: the ingress waits out nginx's upstream timeout
+            timeout = target.get("timeout", exporters.PROBE_TIMEOUT)
+            target["interval"] = max(interval, timeout)
         path = state_dir() / "soak" / f"{pod.node}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=False))

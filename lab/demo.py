@@ -42,6 +42,7 @@ def main() -> int:
 
 
 def _demo(started: float) -> int:
+    named, report = False, ""
     try:
         cluster.down()  # leftovers of an interrupted run
         banner(
@@ -60,6 +61,7 @@ def _demo(started: float) -> int:
             "10.43.0.10 and the ingress (504) failing. Other nodes: all fine.",
             flush=True,
         )
+        named, report = probe.diagnosis(topo, BROKEN_NODE)  # shown last, as the demo's conclusion
         banner("heal")
         print("healed:", ", ".join(scenarios.heal(topo)) or "nothing", flush=True)
         tables(topo)
@@ -77,6 +79,9 @@ def _demo(started: float) -> int:
             f"demo took {time.monotonic() - started:.0f}s",
             flush=True,
         )
+    if report:
+        banner(f"what `netpath-exporter diagnose` said on {BROKEN_NODE} while clusterip-nat was broken")
+        print(report if named else f"(no cause named within 30 s)\n{report}", flush=True)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,3 +73,19 @@ def probe_nodes(topo: Topology, nodes: list[str] | None = None) -> dict[str, dic
 def table(topo: Topology, node: str) -> str:
     """The exporter's own human-readable table, probed from ``node``'s exporter pod."""
     return netns.run(_argv(topo, node, False), check=False, timeout=PROBE_RUN_TIMEOUT)
+
+
+def diagnosis(topo: Topology, node: str, *, within: float = 30.0, every: float = 2.0) -> tuple[bool, str]:
+    """The running exporter's ``diagnose`` report on ``node``, read from inside its pod.
+
+    Polls (bounded by ``within`` seconds) until the exporter names a cause (the command exits 1), since a
+    verdict needs a couple of probe intervals after a fault; returns (cause named, report)."""
+    pod = topo.pod_on(EXPORTER, node)
+    url = f"http://{pod.ip}:{pod.ports['metrics']}"
+    argv = ["ip", "netns", "exec", netns.check_name(pod.netns), exporter_bin(), "diagnose", "--url", url]
+    deadline = time.monotonic() + within
+    while True:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_RUN_TIMEOUT)
+        if done.returncode == 1 or time.monotonic() + every > deadline:
+            return done.returncode == 1, done.stdout + done.stderr
+        time.sleep(every)
