@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Iterable
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,7 @@ from .diagnose import DiagnosisMetrics, Localizer
 from .metrics import ProbeMetrics
 from .model import AnyTarget, DNSTarget, ProbeResult, TCPTarget, Via
 from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
+from .perspective import NodePerspective
 from .probes import run_probe
 from .scheduler import ProbeFn, ResultSink, Scheduler
 from .targets import TargetSources
@@ -37,20 +39,32 @@ class Exporter:
         self.metrics = ProbeMetrics(
             registry,
             source_node=config.source_node,
-            perspective=config.perspective,
             latency_buckets=config.latency_buckets,
             targets=lambda: self.scheduler.targets(),
             in_flight=lambda: self.scheduler.in_flight,
         )
         self.localizer = Localizer(source_node=config.source_node, perspective=config.perspective)
         DiagnosisMetrics(registry, self.localizer.diagnose, source_node=config.source_node)
+        sink = Tee(self.metrics, self.localizer)
         self.scheduler = Scheduler(
-            Tee(self.metrics, self.localizer),
+            sink,
             max_concurrency=config.scheduler.max_concurrency,
             jitter=config.scheduler.jitter,
             probe=probe,
         )
-        self.sources = TargetSources(config.targets, self.scheduler.set_targets)
+        self.node_perspective = (
+            NodePerspective(
+                config.node_perspective.netns,
+                sink,
+                registry,
+                source_node=config.source_node,
+                max_concurrency=config.scheduler.max_concurrency,
+                jitter=config.scheduler.jitter,
+            )
+            if config.node_perspective.enabled
+            else None
+        )
+        self.sources = TargetSources(config.targets, self._apply_targets)
         self._registry = registry
         self.node_facts = (
             NodeFactsMetrics(registry, source_node=config.source_node) if config.node_facts.enabled else None
@@ -59,9 +73,18 @@ class Exporter:
         self._heartbeat = time.monotonic()
         self._started = False
 
+    def _apply_targets(self, targets: list[AnyTarget]) -> None:
+        """Every target from the exporter's own namespace and, when on, from the node's as well."""
+        own = self.config.perspective
+        self.scheduler.set_targets(t if t.perspective is own else replace(t, perspective=own) for t in targets)
+        if self.node_perspective is not None:
+            self.node_perspective.set_targets(targets)
+
     async def start(self) -> None:
         self.sources.apply()
         self._spawn("heartbeat", self._beat())
+        if self.node_perspective is not None:
+            self._spawn("node perspective", self.node_perspective.run())
         if self.node_facts is not None:
             facts = self.config.node_facts
             self._spawn(

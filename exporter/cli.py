@@ -57,11 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
+
+    # Internal: the node-perspective worker the exporter starts itself (exporter/perspective.py).
+    worker = sub.add_parser("worker")
+    worker.add_argument("--netns", required=True)
+    worker.add_argument("--max-concurrency", type=int, default=128)
+    worker.add_argument("--jitter", type=float, default=0.1)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        from .perspective import worker_main
+
+        return worker_main(args.netns, max_concurrency=args.max_concurrency, jitter=args.jitter)
     if args.command == "diagnose":
         if not 2 <= args.rounds <= 20:
             print(f"netpath-exporter: --rounds: expected 2 to 20, got {args.rounds}", file=sys.stderr)

@@ -35,6 +35,7 @@ from .model import (
     HTTPTarget,
     PathClass,
     Perspective,
+    TargetKey,
     TCPTarget,
     Transport,
     Via,
@@ -94,6 +95,14 @@ class NodeFactsConfig:
 
 
 @dataclass(frozen=True)
+class NodePerspectiveConfig:
+    """Probing every target a second time from the node's network namespace (see exporter/perspective.py)."""
+
+    enabled: bool = False  # needs CAP_SYS_ADMIN and the namespace file: opt-in
+    netns: str = "/proc/1/ns/net"  # the host's namespace as seen with hostPID; a name under /var/run/netns too
+
+
+@dataclass(frozen=True)
 class Config:
     source_node: str
     listen_host: str = "0.0.0.0"
@@ -104,6 +113,7 @@ class Config:
     targets: tuple[AnyTarget, ...] = ()
     discovery: DiscoveryConfig | None = None  # Kubernetes discovery; None: static targets only
     node_facts: NodeFactsConfig = field(default_factory=NodeFactsConfig)
+    node_perspective: NodePerspectiveConfig = field(default_factory=NodePerspectiveConfig)
 
 
 # --- targets ---
@@ -207,7 +217,7 @@ def _parse_dns(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> 
 
 _TOP_KEYS = {
     "source_node", "listen", "perspective", "defaults", "scheduler", "latency_buckets", "targets", "discovery",
-    "node_facts",
+    "node_facts", "node_perspective",
 }
 
 
@@ -254,7 +264,7 @@ def parse_config(raw: Any) -> Config:
     if not isinstance(targets_raw, list):
         raise ConfigError("targets", f"expected a list, got {type(targets_raw).__name__}")
     targets: list[AnyTarget] = []
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[TargetKey, str] = {}
     for i, entry in enumerate(targets_raw):
         for target in parse_target(entry, f"targets[{i}]", interval, timeout):
             if target.key in seen:
@@ -278,6 +288,18 @@ def parse_config(raw: Any) -> Config:
         netns=str(facts_raw.get("netns") or ""),
     )
 
+    persp_raw = read_mapping(doc.get("node_perspective", {}), "node_perspective")
+    check_keys(persp_raw, {"enabled", "netns"}, "node_perspective")
+    node_perspective = NodePerspectiveConfig(
+        enabled=read_bool(persp_raw.get("enabled", False), "node_perspective.enabled"),
+        netns=read_str(persp_raw.get("netns", NodePerspectiveConfig.netns), "node_perspective.netns"),
+    )
+    if node_perspective.enabled and perspective is Perspective.NODE:
+        raise ConfigError(
+            "node_perspective.enabled",
+            "the exporter already runs in the node's namespace (perspective: node); there is no second view",
+        )
+
     return Config(
         source_node=source_node,
         listen_host=listen_host,
@@ -288,6 +310,7 @@ def parse_config(raw: Any) -> Config:
         targets=tuple(targets),
         discovery=discovery,
         node_facts=node_facts,
+        node_perspective=node_perspective,
     )
 
 

@@ -26,7 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .model import AnyTarget, PathClass, Perspective, ProbeResult
+from .model import AnyTarget, PathClass, ProbeResult, TargetKey
 
 TARGET_LABELS = (
     "source_node",  # the node the exporter runs on (downward API)
@@ -109,18 +109,16 @@ class ProbeMetrics(Collector):
         registry: CollectorRegistry,
         *,
         source_node: str,
-        perspective: Perspective = Perspective.POD,
         latency_buckets: Sequence[float],
         targets: Callable[[], Iterable[AnyTarget]] = list,
         in_flight: Callable[[], int] = lambda: 0,
     ) -> None:
         self._source_node = source_node
-        self._perspective = perspective
         self._buckets = tuple(latency_buckets)
         self._targets = targets
         self._in_flight = in_flight
         self._lock = threading.Lock()  # results arrive on the event loop, scrapes on the HTTP thread
-        self._state: dict[tuple[str, str], _TargetState] = {}
+        self._state: dict[TargetKey, _TargetState] = {}
         self._lag = _Histogram(LAG_BUCKETS)
         registry.register(self)
 
@@ -158,7 +156,7 @@ class ProbeMetrics(Collector):
     def _labels(self, target: AnyTarget) -> tuple[str, ...]:
         return (
             self._source_node,
-            self._perspective.value,
+            target.perspective.value,
             target.path.value,
             target.via.value,
             target.name,

@@ -67,6 +67,9 @@ class Reason(StrEnum):
     ERROR = "error"  # anything else; the detail string says what
 
 
+TargetKey = tuple[str, str, str]  # (name, transport, perspective)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Target:
     """What every target has: its identity, the labels that localize it, and its schedule."""
@@ -79,6 +82,9 @@ class Target:
     interval: float = 10.0  # seconds between probes
     timeout: float = 3.0  # seconds a probe may take
     source: str = "static"  # where the target came from: "static" or a discovery source
+    # Whose network namespace probes it: the exporter's own (pod, or node under hostNetwork) or, with the
+    # node perspective on, the node's as well — the same target then runs twice, once per perspective.
+    perspective: Perspective = Perspective.POD
 
     kind = "abstract"
 
@@ -87,10 +93,11 @@ class Target:
         return Transport.TCP
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> TargetKey:
         """Identity across discovery rounds and in metrics: two targets with the same key are the same
-        series. Names are unique except that one DNS entry may ask over both UDP and TCP."""
-        return (self.name, self.transport.value)
+        series. Names are unique except that one DNS entry may ask over both UDP and TCP, and that every
+        target may be probed from both perspectives."""
+        return (self.name, self.transport.value, self.perspective.value)
 
     @property
     def address(self) -> str:  # pragma: no cover - overridden

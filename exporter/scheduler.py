@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from .model import AnyTarget, ProbeResult, Reason
+from .model import AnyTarget, ProbeResult, Reason, TargetKey
 from .probes import run_probe
 
 ProbeFn = Callable[[AnyTarget, float], Awaitable[ProbeResult]]
@@ -50,7 +50,7 @@ class Scheduler:
         self._jitter = jitter
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._tasks: dict[tuple[str, str], tuple[AnyTarget, asyncio.Task[None]]] = {}
+        self._tasks: dict[TargetKey, tuple[AnyTarget, asyncio.Task[None]]] = {}
         self._in_flight = 0
         self._closed = False
 
@@ -84,7 +84,7 @@ class Scheduler:
                 )
                 self._tasks[key] = (target, task)
 
-    def _stop(self, key: tuple[str, str], *, forget: bool) -> None:
+    def _stop(self, key: TargetKey, *, forget: bool) -> None:
         target, task = self._tasks.pop(key)
         task.cancel()
         if forget:

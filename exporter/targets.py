@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 
-from .model import AnyTarget
+from .model import AnyTarget, TargetKey
 
 STATIC = "static"
 
@@ -34,7 +34,7 @@ class TargetSources:
     def merged(self) -> list[AnyTarget]:
         """All targets, one per key; a static target wins over a discovered one with the same key, since
         it is what the operator wrote."""
-        out: dict[tuple[str, str], AnyTarget] = {}
+        out: dict[TargetKey, AnyTarget] = {}
         for source in sorted(self._by_source, key=lambda s: s != STATIC):
             for target in self._by_source[source]:
                 out.setdefault(target.key, target)

@@ -654,3 +654,13 @@ def test_a_dns_only_fault_right_after_a_healed_service_fault_that_also_broke_dns
     node.rounds(2, breaking(lambda t: t.name == "kube-dns"))
     node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(dns_dnat=False)))
     assert node.causes() == [Cause.DNS_SERVICE_PATH]
+
+
+def test_the_node_perspective_is_quoted_as_the_contrast_not_diagnosed_twice() -> None:
+    node = Node()
+    from_node = [replace(t, perspective=Perspective.NODE) for t in node.targets]
+    node.targets += from_node  # the node-perspective worker probes the same targets; from there all works
+    node.rounds(6).rounds(2, breaking(lambda t: is_service(t) and t.perspective is Perspective.POD))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.SERVICE_PATH_BROKEN]  # once, from the pod's view
+    assert any("from the node's own network namespace the same request works" in e for e in verdicts[0].evidence)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import AnyTarget, Perspective, ProbeResult
+from ..model import AnyTarget, Perspective, ProbeResult, TargetKey
 from ..node.facts import NodeFacts
 from .causes import Cause
 from .rules import FactsView, Picture, Verdict, evaluate, key
@@ -63,6 +63,7 @@ def _status_record(status: TargetStatus, explained_by: str) -> dict[str, Any]:
     typical = status.typical_ok_seconds
     return {
         "name": t.name,
+        "from": t.perspective.value,
         "kind": t.kind,
         "path": t.path.value,
         "via": t.via.value,
@@ -97,7 +98,7 @@ class Localizer:
         self._perspective = perspective
         self._clock = clock  # wall clock: samples are compared with the facts' read_at (Unix time)
         self._lock = threading.Lock()
-        self._windows: dict[tuple[str, str], TargetWindow] = {}
+        self._windows: dict[TargetKey, TargetWindow] = {}
         self._facts: NodeFacts | None = None
         self._previous_facts: NodeFacts | None = None
 
@@ -132,7 +133,11 @@ class Localizer:
             statuses = tuple(w.status(at) for w in self._windows.values())
             facts, previous = self._facts, self._previous_facts
         view = FactsView(facts, previous) if facts is not None else None
-        picture = Picture(self._source_node, self._perspective, statuses, view)
+        # The rules read the exporter's own perspective; the node perspective (when on) is the contrast
+        # they quote: "from the node itself the same Service answers".
+        own = tuple(s for s in statuses if s.target.perspective is self._perspective)
+        other = tuple(s for s in statuses if s.target.perspective is not self._perspective)
+        picture = Picture(self._source_node, self._perspective, own, view, other_view=other)
         return Diagnosis(
             source_node=self._source_node,
             perspective=self._perspective,

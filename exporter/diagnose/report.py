@@ -34,7 +34,8 @@ def _line(record: dict[str, Any], mark: str) -> str:
             outcome += ", recovered"
     if record["syn_retransmits"]:
         outcome += f", {record['syn_retransmits']} SYN retransmits"
-    return f"  {mark} {_path_name(record):<15} {record['name']} ({where}): {outcome}"
+    seen_from = " [from node]" if record.get("from") == "node" else ""
+    return f"  {mark} {_path_name(record):<15} {record['name']}{seen_from} ({where}): {outcome}"
 
 
 def render_report(doc: dict[str, Any]) -> str:

@@ -136,6 +136,12 @@ class Picture:
     statuses: tuple[TargetStatus, ...]
     facts: FactsView | None = None
     explained: frozenset[str] = field(default_factory=frozenset)
+    other_view: tuple[TargetStatus, ...] = ()  # the same targets probed from the other perspective
+
+    def seen_from_other(self, status: TargetStatus) -> TargetStatus | None:
+        """The same target as probed from the other perspective (the node's namespace), if it is."""
+        wanted = (status.target.name, status.target.transport)
+        return next((o for o in self.other_view if (o.target.name, o.target.transport) == wanted), None)
 
     def unexplained_failing(self) -> list[TargetStatus]:
         return [s for s in self.statuses if s.failing and key(s.target) not in self.explained]
@@ -441,6 +447,7 @@ def service_path(p: Picture) -> list[Verdict]:
             evidence += [f"straight to CoreDNS: {describe(e)}" for e in direct_ok]
             others = [s for s in p.service_targets() if s.target.path is PathClass.CLUSTER_IP]
             evidence += [f"other Services work: {describe(s)}" for s in others[:2]]
+            evidence += _other_view_evidence(p, dns_failing)
             if fresh and facts is not None:
                 evidence += _dnat_evidence(facts, dns_failing)
             verdicts.append(Verdict.of(Cause.DNS_SERVICE_PATH, evidence, dns_failing))
@@ -593,6 +600,7 @@ def _nat_or_forward(p: Picture, facts: FactsView | None, fresh: bool, failing: l
     evidence = [f"via the Service: {describe(s)}" for s in failing]
     endpoints_ok = [e for s in failing for e in p.endpoints(s.target.service) if e.ok]
     evidence += [f"the backend answers directly: {describe(e)}" for e in _unique(endpoints_ok)[:4]]
+    evidence += _other_view_evidence(p, failing)
     if facts is None:
         why = p.facts.unavailable_reason() if p.facts is not None else "not read yet"
         evidence.append(f"node facts for this node's namespace unavailable ({why or 'a pod namespace'})")
@@ -629,6 +637,21 @@ def _nat_or_forward(p: Picture, facts: FactsView | None, fresh: bool, failing: l
         "packets are DNATed and then dropped: the filter FORWARD path"
     )
     return Verdict.of(Cause.FORWARD_DROP, evidence, failing)
+
+
+def _other_view_evidence(p: Picture, statuses: list[TargetStatus]) -> list[str]:
+    """What the other perspective saw of the same targets: the "from the node it works" contrast."""
+    out = []
+    for s in statuses:
+        other = p.seen_from_other(s)
+        if other is None or other.health is Health.PENDING:
+            continue
+        where = f"from the {other.target.perspective.value}'s own network namespace"
+        if other.failing:
+            out.append(f"{where} it fails too: {describe(other)}")
+        else:
+            out.append(f"{where} the same request works: {describe(other)}")
+    return out
 
 
 def _unique(statuses: list[TargetStatus]) -> list[TargetStatus]:

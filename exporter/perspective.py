@@ -1,0 +1,263 @@
+"""The node perspective: the same targets probed from the node's own network namespace.
+
+The manual diagnosis that netpath-exporter replaces hinged on "from the node it works, from pods it doesn't".
+The exporter runs in its pod's namespace; for the node's view it starts a worker process that enters the
+node's namespace (setns(2) before any thread exists, so every socket it opens lives there) and runs a
+scheduler of its own. The parent sends the worker the target set as JSON lines on stdin whenever it changes
+and reads results as JSON lines from stdout, recording them with ``from="node"``. A separate process rather
+than per-socket namespace switching, so every probe kind (httpx, dnspython) works unchanged. The worker
+exits when its stdin closes, so it never outlives the exporter.
+
+Privileges (documented in docs/perspectives.md): CAP_SYS_ADMIN to setns, and the namespace file itself —
+``/proc/1/ns/net`` with ``hostPID: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import fields, replace
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .model import (
+    AnyTarget,
+    DNSQueryType,
+    DNSTarget,
+    HTTPTarget,
+    PathClass,
+    Perspective,
+    ProbeResult,
+    Reason,
+    TargetKey,
+    TCPInfo,
+    TCPTarget,
+    Transport,
+    Via,
+)
+from .scheduler import ResultSink, Scheduler
+
+log = logging.getLogger("netpath_exporter.perspective")
+
+_KINDS: dict[str, type[TCPTarget] | type[HTTPTarget] | type[DNSTarget]] = {
+    "tcp": TCPTarget,
+    "http": HTTPTarget,
+    "dns": DNSTarget,
+}
+_ENUMS: dict[str, type[Enum]] = {
+    "path": PathClass,
+    "via": Via,
+    "perspective": Perspective,
+    "protocol": Transport,
+    "query_type": DNSQueryType,
+}
+_MAX_LINE = 64 << 20  # a target set of thousands of targets is one line
+_RESTART_BACKOFF = (1.0, 30.0)  # seconds: first and longest wait before restarting a dead worker
+
+
+# --- the wire format between exporter and worker -----------------------------------------------------------
+
+
+def target_to_json(target: AnyTarget) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": target.kind}
+    for f in fields(target):
+        value = getattr(target, f.name)
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, frozenset):
+            value = sorted(value)
+        out[f.name] = value
+    return out
+
+
+def target_from_json(raw: dict[str, Any]) -> AnyTarget:
+    cls = _KINDS[raw["kind"]]
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        if f.name in _ENUMS:
+            value = _ENUMS[f.name](value)
+        elif f.name in ("expect_status", "expect"):
+            value = frozenset(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def result_to_json(result: ProbeResult) -> dict[str, Any]:
+    info = result.tcp_info
+    return {
+        "ok": result.ok,
+        "reason": result.reason.value,
+        "duration": result.duration,
+        "detail": result.detail,
+        "phases": dict(result.phases),
+        "tcp_info": [info.syn_retransmits, info.rtt_seconds, info.rttvar_seconds] if info else None,
+        "http_status": result.http_status,
+        "body_bytes": result.body_bytes,
+        "answers": list(result.answers),
+    }
+
+
+def result_from_json(raw: dict[str, Any]) -> ProbeResult:
+    info = raw.get("tcp_info")
+    return ProbeResult(
+        ok=bool(raw["ok"]),
+        reason=Reason(raw["reason"]),
+        duration=float(raw["duration"]),
+        detail=str(raw.get("detail", "")),
+        phases=MappingProxyType({str(k): float(v) for k, v in raw.get("phases", {}).items()}),
+        tcp_info=TCPInfo(int(info[0]), float(info[1]), float(info[2])) if info else None,
+        http_status=raw.get("http_status"),
+        body_bytes=raw.get("body_bytes"),
+        answers=tuple(raw.get("answers", ())),
+    )
+
+
+# --- the exporter's side -----------------------------------------------------------------------------------
+
+
+class NodePerspective(Collector):
+    """Runs (and restarts) the worker, keeps it told of the targets, records its results."""
+
+    def __init__(
+        self,
+        netns: str,
+        sink: ResultSink,
+        registry: CollectorRegistry,
+        *,
+        source_node: str,
+        max_concurrency: int,
+        jitter: float,
+    ) -> None:
+        self._netns = netns
+        self._sink = sink
+        self._source_node = source_node
+        self._args = ["--max-concurrency", str(max_concurrency), "--jitter", str(jitter)]
+        self._targets: dict[TargetKey, AnyTarget] = {}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._up = False
+        registry.register(self)
+
+    def set_targets(self, targets: Iterable[AnyTarget]) -> None:
+        """The targets to probe from the node (stamped with the node perspective here)."""
+        wanted: dict[TargetKey, AnyTarget] = {}
+        for target in targets:
+            node_target = _with_perspective(target, Perspective.NODE)
+            wanted[node_target.key] = node_target
+        for key, target in self._targets.items():
+            if key not in wanted:
+                self._sink.forget(target)
+        self._targets = wanted
+        self._send()
+
+    def _send(self) -> None:
+        if self._proc is None or self._proc.stdin is None or self._proc.stdin.is_closing():
+            return
+        line = json.dumps({"targets": [target_to_json(t) for t in self._targets.values()]})
+        self._proc.stdin.write(line.encode() + b"\n")
+
+    async def run(self) -> None:
+        """Keep a worker running until cancelled; a dead worker is restarted with backoff."""
+        wait = _RESTART_BACKOFF[0]
+        try:
+            while True:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "exporter", "worker", "--netns", self._netns, *self._args,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                )
+                self._send()
+                assert self._proc.stdout is not None
+                async for line in self._proc.stdout:
+                    self._up = True
+                    wait = _RESTART_BACKOFF[0]
+                    self._handle(line)
+                code = await self._proc.wait()
+                self._up = False
+                log.warning("node-perspective worker (netns %s) exited with %s; restarting in %.0fs",
+                            self._netns, code, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _RESTART_BACKOFF[1])
+        finally:
+            self._up = False
+            if self._proc is not None and self._proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                await self._proc.wait()
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+            key = tuple(message["key"])
+            result = result_from_json(message["result"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("node-perspective worker sent an unreadable line (%s): %r", exc, line[:200])
+            return
+        target = self._targets.get(key)
+        if target is not None:  # else: removed while its probe was in flight
+            self._sink.record(target, result)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "netpath_node_perspective_up",
+            "1 while the worker probing from the node's network namespace is running and reporting, else 0.",
+            labels=["source_node"],
+        )
+        up.add_metric([self._source_node], 1.0 if self._up else 0.0)
+        yield up
+
+
+def _with_perspective(target: AnyTarget, perspective: Perspective) -> AnyTarget:
+    return target if target.perspective is perspective else replace(target, perspective=perspective)
+
+
+# --- the worker's side -------------------------------------------------------------------------------------
+
+
+class _StdoutSink:
+    def record(self, target: AnyTarget, result: ProbeResult) -> None:
+        sys.stdout.write(json.dumps({"key": list(target.key), "result": result_to_json(result)}) + "\n")
+        sys.stdout.flush()
+
+    def forget(self, target: AnyTarget) -> None:
+        pass  # the exporter forgets: it decided the target is gone
+
+    def observe_lag(self, seconds: float) -> None:
+        pass
+
+
+def worker_main(netns: str, *, max_concurrency: int, jitter: float) -> int:
+    """Enter ``netns``, then probe whatever target sets arrive on stdin until it closes."""
+    from pyroute2.netns import setns
+
+    try:
+        setns(netns, flags=0)  # flags=0: never create a namespace that is not there
+    except Exception as exc:
+        print(f"netpath-exporter worker: cannot enter network namespace {netns}: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_work(max_concurrency, jitter))
+    return 0
+
+
+async def _work(max_concurrency: int, jitter: float) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_MAX_LINE)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    scheduler = Scheduler(_StdoutSink(), max_concurrency=max_concurrency, jitter=jitter)
+    try:
+        async for line in reader:
+            scheduler.set_targets(target_from_json(t) for t in json.loads(line)["targets"])
+    finally:  # stdin closed: the exporter is gone
+        await scheduler.close()
