@@ -133,6 +133,8 @@ def config_for(topo: Topology, node: str) -> dict[str, Any]:
         # as the DaemonSet does with the host network namespace: without it, "NAT hook missing" and "FORWARD
         # drops DNAT traffic" look alike from the probes alone.
         "node_facts": {"netns": topo.node(node).netns, "interval": FACTS_INTERVAL},
+        # and probes every target a second time from the node's namespace ("from the node it works")
+        "node_perspective": {"enabled": True, "netns": topo.node(node).netns},
         "targets": targets,
     }
 

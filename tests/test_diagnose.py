@@ -664,3 +664,19 @@ def test_the_node_perspective_is_quoted_as_the_contrast_not_diagnosed_twice() ->
     verdicts = node.diagnosis().verdicts
     assert [v.cause for v in verdicts] == [Cause.SERVICE_PATH_BROKEN]  # once, from the pod's view
     assert any("from the node's own network namespace the same request works" in e for e in verdicts[0].evidence)
+
+
+def test_an_ingress_504_while_a_network_verdict_stands_is_not_a_slow_backend() -> None:
+    # bridge-nf-off on node1: the ingress dials the front ClusterIP and times out whenever kube-proxy picks the
+    # local replica; the ClusterIP probe itself happened to pick the remote one lately
+    def local_endpoint_fails(target: AnyTarget, round_: int) -> ProbeResult:
+        if target.name == "kube-dns" or (target.name == "svc-keybuzz-front" and round_ < 3):
+            return silence(target)
+        if target.path is PathClass.INGRESS and round_ >= 3:
+            return gateway_timeout(target)
+        return ok(target)
+
+    node = Node("node1").rounds(6).rounds(6, local_endpoint_fails)
+    node.facts(replace(NODE_FACTS, bridge_netfilter=BridgeNetfilterFacts(call_iptables=0)))
+    assert Cause.BACKEND_SLOW not in node.causes()
+    assert Cause.BRIDGE_NF_OFF in node.causes()

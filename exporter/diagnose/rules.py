@@ -678,6 +678,10 @@ def backend_slow(p: Picture) -> list[Verdict]:
     ]
     if not slow:
         return []
+    if p.explained:
+        # a network cause already stands on this node: the ingress dials through it (bridge-nf-off fails the
+        # ingress whenever the local replica is picked, even while the ClusterIP probe picked the remote one)
+        return []
     network = [s for s in p.statuses if s.target.path in (PathClass.POD_IP, PathClass.CLUSTER_IP)]
     onset = _onset(slow)
     if not network or any(s.failing or _failed_since(s, onset) for s in network):
