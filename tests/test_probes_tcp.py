@@ -67,3 +67,29 @@ async def test_probes_run_concurrently_and_never_raise(
     )
 
     assert [r.reason for r in results] == [Reason.OK, Reason.REFUSED, Reason.CONNECT_TIMEOUT]
+
+
+def test_a_blackhole_route_is_unreachable_not_an_error() -> None:
+    """A node with no NAT for a ClusterIP sends it to its default route; in a namespace whose default route is
+    a blackhole the kernel refuses at once (EINVAL). Run inside a namespace of our own, never from here."""
+    import subprocess
+    import sys
+    import uuid
+
+    name = f"npprobe-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", name, "route", "add", "blackhole", "default"], check=True)
+        code = (
+            "import asyncio\n"
+            "from exporter.model import PathClass, TCPTarget, Via\n"
+            "from exporter.probes import run_probe\n"
+            "t = TCPTarget(name='x', path=PathClass.CLUSTER_IP, via=Via.SERVICE, host='10.43.0.1', port=443)\n"
+            "print(asyncio.run(run_probe(t, 1.0)).reason.value)\n"
+        )
+        out = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+    assert out.strip() == "unreachable"

@@ -24,7 +24,11 @@ _RTT_INDEX = 8 + 15  # tcpi_rtt, microseconds (smoothed)
 _RTTVAR_INDEX = 8 + 16  # tcpi_rttvar, microseconds
 _TOTAL_RETRANS_INDEX = 8 + 23  # tcpi_total_retrans: segments retransmitted over the connection's life
 
-_UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})
+# EINVAL is what a locally sent packet gets from a `blackhole` route (and the probe's addresses are validated
+# IP literals, so it cannot mean a malformed address); EACCES from a `prohibit` route or a REJECT rule.
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EINVAL, errno.EACCES}
+)
 
 
 def read_tcp_info(sock: socket.socket | None) -> TCPInfo | None:
