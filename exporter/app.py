@@ -21,6 +21,7 @@ from .metrics import ProbeMetrics
 from .model import AnyTarget, DNSTarget, ProbeResult, TCPTarget, Via
 from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
 from .perspective import NodePerspective
+from .probes import prepare as prepare_probes
 from .probes import run_probe
 from .scheduler import ProbeFn, ResultSink, Scheduler
 from .targets import TargetSources
@@ -81,6 +82,7 @@ class Exporter:
             self.node_perspective.set_targets(targets)
 
     async def start(self) -> None:
+        prepare_probes()
         self.sources.apply()
         self._spawn("heartbeat", self._beat())
         if self.node_perspective is not None:

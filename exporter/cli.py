@@ -23,6 +23,7 @@ from .app import Exporter, service_addresses
 from .config import Config, ConfigError, load_config, parse_listen
 from .diagnose import Localizer, render_report
 from .model import AnyTarget, PathClass, ProbeResult
+from .probes import prepare as prepare_probes
 from .probes import run_probe
 from .server import MetricsServer, Response
 
@@ -154,6 +155,7 @@ async def _run(config: Config) -> int:
 
 async def probe_all(config: Config) -> list[tuple[AnyTarget, ProbeResult]]:
     """Every target once, concurrently within the config's bound, in config order."""
+    prepare_probes()
     slots = asyncio.Semaphore(config.scheduler.max_concurrency)
 
     async def one(target: AnyTarget) -> ProbeResult:

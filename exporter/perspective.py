@@ -43,6 +43,7 @@ from .model import (
     Transport,
     Via,
 )
+from .probes import prepare as prepare_probes
 from .scheduler import ResultSink, Scheduler
 
 log = logging.getLogger("netpath_exporter.perspective")
@@ -255,6 +256,7 @@ async def _work(max_concurrency: int, jitter: float) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_MAX_LINE)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    prepare_probes()
     scheduler = Scheduler(_StdoutSink(), max_concurrency=max_concurrency, jitter=jitter)
     try:
         async for line in reader:

@@ -10,6 +10,12 @@ from ..model import AnyTarget, DNSTarget, HTTPTarget, ProbeResult, Reason, TCPTa
 from . import dns, http, tcp
 
 
+def prepare() -> None:
+    """One-time set-up the probes would otherwise do on the event loop during the first probe."""
+    http.prepare()
+    dns.prepare()
+
+
 async def run_probe(target: AnyTarget, timeout: float | None = None) -> ProbeResult:
     """Probe one target with the probe of its kind, within ``timeout`` (default: the target's own)."""
     budget = target.timeout if timeout is None else timeout

@@ -12,6 +12,7 @@ import ipaddress
 import time
 from types import MappingProxyType
 
+import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.flags
@@ -85,6 +86,11 @@ async def probe(target: DNSTarget, timeout: float) -> ProbeResult:
         )
     return result(Reason.OK, ", ".join(answers))
 
+
+
+def prepare() -> None:
+    """Load dnspython's asyncio backend now rather than inside the first query (see probes.prepare)."""
+    dns.asyncbackend.get_backend("asyncio")
 
 def _answers(response: dns.message.Message, target: DNSTarget) -> tuple[str, ...]:
     """The records of the asked type in the answer section (a CNAME chain's own records are left out)."""

@@ -47,6 +47,19 @@ def _ssl_context(verify: bool) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=verify, trust_env=False)
 
 
+def prepare() -> None:
+    """Do the first probe's one-time work before probing starts: the TLS contexts (the CA bundle) and the
+    modules httpx imports on its first request (httpcore, h11, anyio's asyncio backend) — together ~150 ms
+    of blocking work that, done inside the first probe, stalls the event loop and inflates the latency of
+    every probe in flight at that moment."""
+    import anyio._backends._asyncio  # noqa: F401
+    import h11  # noqa: F401
+    import httpcore  # noqa: F401
+
+    _ssl_context(False)
+    _ssl_context(True)
+
+
 class _Progress:
     """How far one probe got; the trace callback moves it along, the outcome is read from it."""
 
