@@ -12,13 +12,14 @@ import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
 from .config import Config
 from .diagnose import DiagnosisMetrics, Localizer
 from .metrics import ProbeMetrics
-from .model import AnyTarget, DNSTarget, ProbeResult, TCPTarget, Via
+from .model import AnyTarget, DNSTarget, HTTPTarget, ProbeResult, TCPTarget, Via
 from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
 from .perspective import NodePerspective
 from .probes import prepare as prepare_probes
@@ -160,6 +161,7 @@ class Exporter:
 
 
 def service_addresses(targets: Iterable[AnyTarget]) -> list[ClusterIPPort]:
+    """Every Service ClusterIP:port/protocol the targets go through (those probed `via: service`)."""
     out = []
     for target in targets:
         if target.via is not Via.SERVICE:
@@ -168,6 +170,10 @@ def service_addresses(targets: Iterable[AnyTarget]) -> list[ClusterIPPort]:
             out.append(ClusterIPPort(target.host, target.port, "tcp"))
         elif isinstance(target, DNSTarget):
             out.append(ClusterIPPort(target.server, target.port, target.transport.value))
+        elif isinstance(target, HTTPTarget):
+            url = urlsplit(target.url)
+            if url.hostname:
+                out.append(ClusterIPPort(url.hostname, url.port or (443 if url.scheme == "https" else 80), "tcp"))
     return out
 
 

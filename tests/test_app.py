@@ -85,3 +85,20 @@ async def test_health_and_readiness_endpoints() -> None:
             assert await asyncio.to_thread(status, "/nope") == 404
     finally:
         server.close()
+
+
+def test_service_addresses_are_those_probed_via_a_service() -> None:
+    from exporter.app import service_addresses
+    from exporter.model import DNSTarget, HTTPTarget, Transport
+    from exporter.node.facts import ClusterIPPort
+
+    targets: list[AnyTarget] = [
+        TCPTarget(name="svc", path=PathClass.CLUSTER_IP, via=Via.SERVICE, host="10.43.0.20", port=80),
+        TCPTarget(name="pod", path=PathClass.POD_IP, via=Via.POD, host="10.42.1.5", port=8080),
+        DNSTarget(name="dns", path=PathClass.DNS, via=Via.SERVICE, server="10.43.0.10", protocol=Transport.UDP,
+                  query_name="a.b"),
+        HTTPTarget(name="web", path=PathClass.CLUSTER_IP, via=Via.SERVICE, url="http://10.43.0.30/healthz"),
+    ]
+    assert service_addresses(targets) == [
+        ClusterIPPort("10.43.0.20", 80, "tcp"), ClusterIPPort("10.43.0.10", 53, "udp"), ClusterIPPort("10.43.0.30", 80, "tcp"),
+    ]
