@@ -100,5 +100,7 @@ def test_service_addresses_are_those_probed_via_a_service() -> None:
         HTTPTarget(name="web", path=PathClass.CLUSTER_IP, via=Via.SERVICE, url="http://10.43.0.30/healthz"),
     ]
     assert service_addresses(targets) == [
-        ClusterIPPort("10.43.0.20", 80, "tcp"), ClusterIPPort("10.43.0.10", 53, "udp"), ClusterIPPort("10.43.0.30", 80, "tcp"),
+        ClusterIPPort("10.43.0.20", 80, "tcp"),
+        ClusterIPPort("10.43.0.10", 53, "udp"),
+        ClusterIPPort("10.43.0.30", 80, "tcp"),
     ]
