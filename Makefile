@@ -13,7 +13,7 @@ DEB_TOOLS := ip:iproute2 iptables:iptables nft:nftables dnsmasq:dnsmasq-base ngi
              prometheus-blackbox-exporter:prometheus-blackbox-exporter ethtool:ethtool conntrack:conntrack \
              sysctl:procps
 
-.PHONY: help deps venv lint typecheck test test-fast test-lab demo bench clean
+.PHONY: help deps venv lint typecheck test test-fast test-lab demo bench clean chart-sync
 
 help:
 	@echo "make demo   - run the network lab, exporters, Prometheus and a diagnosis report"
@@ -57,6 +57,11 @@ demo: deps venv
 
 bench: deps venv
 	$(BIN)/python bench/probe_cost.py
+
+# Helm reads only files inside the chart: copy alerts/*.rules.yml and grafana's dashboards into it
+# (tests/test_chart.py fails while the copies differ).
+chart-sync:
+	$(PYTHON) scripts/sync-chart.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache out

@@ -1,0 +1,113 @@
+{{/* Names and labels. */}}
+{{- define "netpath.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "netpath.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "netpath.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "netpath.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "netpath.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "netpath.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: netpath-exporter
+{{- end -}}
+
+{{- define "netpath.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "netpath.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "netpath.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* True ("true") when a node-side feature needs the host's PID namespace, root and capabilities. */}}
+{{- define "netpath.nodeAccess" -}}
+{{- if or .Values.nodePerspective.enabled (and .Values.nodeFacts.enabled .Values.nodeFacts.hostNetworkNamespace) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when a monitoring.coreos.com object of kind $kind is to be rendered: enabled true, or auto and the
+     cluster serves the kind. Called with (list $ enabledValue kind). */}}
+{{- define "netpath.operatorObject" -}}
+{{- $root := index . 0 -}}
+{{- $enabled := index . 1 -}}
+{{- $kind := index . 2 -}}
+{{- if eq (toString $enabled) "true" -}}
+true
+{{- else if and (eq (toString $enabled) "auto") ($root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The exporter's config file (docs: README "A config file", docs/discovery.md). source_node and the
+     namespace come from the downward API (NODE_NAME, POD_NAMESPACE). */}}
+{{- define "netpath.config" -}}
+{{- $v := .Values -}}
+{{- $domain := $v.cluster.domain -}}
+{{- $targets := list -}}
+{{- if $v.cluster.kubernetesServiceIP -}}
+{{- $targets = append $targets (dict "name" "svc/default/kubernetes:443" "kind" "tcp" "path" "cluster_ip" "address" (printf "%s:443" $v.cluster.kubernetesServiceIP) "service" "default/kubernetes") -}}
+{{- end -}}
+{{- if $v.cluster.dnsServiceIP -}}
+{{- $query := printf "kubernetes.default.svc.%s" $domain -}}
+{{- $dns := dict "name" (printf "dns/kube-dns/%s" $query) "kind" "dns" "path" "dns" "address" $v.cluster.dnsServiceIP "transports" $v.probes.dns.transports "query" $query "service" $v.cluster.dnsService -}}
+{{- if $v.cluster.kubernetesServiceIP -}}
+{{- $_ := set $dns "expect" (list $v.cluster.kubernetesServiceIP) -}}
+{{- end -}}
+{{- $targets = append $targets $dns -}}
+{{- end -}}
+{{- $targets = concat $targets $v.probes.extraTargets -}}
+{{- $peerSelector := printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s" (include "netpath.name" .) .Release.Name -}}
+{{- $ingress := false -}}
+{{- if $v.cluster.ingressControllerService -}}
+{{- $ingress = dict "controller_service" $v.cluster.ingressControllerService "host_ports" $v.probes.ingressHostPorts -}}
+{{- end -}}
+{{- $discovery := dict
+      "service" (include "netpath.fullname" .)
+      "service_port" (int $v.port)
+      "cluster_domain" $domain
+      "peers" (dict "label_selector" $peerSelector "port" (int $v.port) "k" $v.probes.peers.k "all_up_to" (int $v.probes.peers.allUpTo))
+      "services" $v.probes.services
+      "dns" (dict "service" $v.cluster.dnsService "names" $v.probes.dns.names "transports" $v.probes.dns.transports)
+      "ingress" $ingress -}}
+{{- $facts := dict "enabled" $v.nodeFacts.enabled "interval" $v.nodeFacts.interval -}}
+{{- if $v.nodeFacts.hostNetworkNamespace -}}
+{{- $_ := set $facts "netns" "/proc/1/ns/net" -}}
+{{- end -}}
+{{- $config := dict
+      "listen" (printf "0.0.0.0:%d" (int $v.port))
+      "defaults" (dict "interval" $v.probes.interval "timeout" $v.probes.timeout)
+      "discovery" $discovery
+      "node_facts" $facts
+      "node_perspective" (dict "enabled" $v.nodePerspective.enabled "netns" "/proc/1/ns/net") -}}
+{{- if $targets -}}
+{{- $_ := set $config "targets" $targets -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
