@@ -466,3 +466,27 @@ def test_values_table_in_the_chart_readme_lists_every_value() -> None:
     documented = set(re.findall(r"^\| `([^`]+)` \|", (CHART / "README.md").read_text(), re.M))
     missing = leaves(yaml.safe_load((CHART / "values.yaml").read_text())) - documented
     assert not missing, f"values missing from charts/netpath-exporter/README.md: {sorted(missing)}"
+
+
+# --- the image the chart runs (built by .github/workflows/image.yml, which cannot run here: no Docker) --------
+
+
+def test_image_workflow_publishes_the_image_and_tags_the_chart_pulls() -> None:
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "image.yml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    image = workflow["env"]["IMAGE"].replace("${{ github.repository_owner }}", "netpath-exporter")
+    assert image == values["image"]["repository"]
+    steps = workflow["jobs"]["build"]["steps"]
+    tags = next(s for s in steps if s.get("uses", "").startswith("docker/metadata-action"))["with"]["tags"]
+    assert "type=semver,pattern={{version}}" in tags  # tag v0.1.0 -> :0.1.0, the chart's appVersion
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart["appVersion"])
+
+
+def test_dockerfile_is_non_root_on_a_supported_python_with_the_node_facts_tools() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    base = re.search(r"^ARG BASE_IMAGE=python:(\d+)\.(\d+)-slim-(\w+)$", dockerfile, re.M)
+    assert base and (int(base[1]), int(base[2])) >= (3, 11)
+    assert re.search(r"^USER 65534:65534$", dockerfile, re.M)
+    assert re.search(r"apt-get install .*\biptables\b.*\bnftables\b", dockerfile)
+    assert 'ENTRYPOINT ["netpath-exporter"]' in dockerfile
