@@ -13,7 +13,7 @@ DEB_TOOLS := ip:iproute2 iptables:iptables nft:nftables dnsmasq:dnsmasq-base ngi
              prometheus-blackbox-exporter:prometheus-blackbox-exporter ethtool:ethtool conntrack:conntrack \
              sysctl:procps
 
-.PHONY: help deps venv lint typecheck test test-fast test-lab demo bench clean chart-sync
+.PHONY: help deps venv lint typecheck test test-fast test-lab demo bench clean dashboards dashboards-preview chart-sync
 
 help:
 	@echo "make demo   - run the network lab, exporters, Prometheus and a diagnosis report"
@@ -57,6 +57,15 @@ demo: deps venv
 
 bench: deps venv
 	$(BIN)/python bench/probe_cost.py
+
+# Regenerate grafana/dashboards/*.json from grafana/generate.py (tests/test_dashboards.py checks they match).
+dashboards: venv
+	$(BIN)/python -m grafana.generate
+
+# Lab up, Prometheus, a short healthy run, clusterip-nat on node2, one PNG per dashboard under out/dashboards/,
+# heal, lab down (always, also on failure). Grafana itself cannot be installed here; see docs/dashboards.md.
+dashboards-preview: deps venv
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m grafana.preview
 
 # Helm reads only files inside the chart: copy alerts/*.rules.yml and grafana's dashboards into it
 # (tests/test_chart.py fails while the copies differ).
