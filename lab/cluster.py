@@ -116,7 +116,7 @@ def _in_lab(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    known = (b"dnsmasq", b"nginx", b"lab.apps.httpapp", b"netpath-exporter")
+    known = (b"dnsmasq", b"nginx", b"lab.apps.httpapp", b"netpath-exporter", b"prometheus")  # + alertmanager
     return any(k in part for part in cmdline for k in known)
 
 

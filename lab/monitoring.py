@@ -1,0 +1,231 @@
+"""Prometheus and Alertmanager for the lab: the project's own rules (alerts/*.rules.yml) evaluated on what
+the lab's exporters expose, and alerts/alertmanager.example.yml's routing and inhibit rules applied to them.
+
+Both run inside the first node's network namespace (like a monitoring pod on the node), listen on 127.0.0.1
+there, and scrape every exporter by its pod IP — nothing listens or connects in the root namespace. Their
+configs and data live under ``<state dir>/monitoring``; their processes are recorded in ``state.json``, so
+``python -m lab down`` stops them with everything else.
+
+The rule files are used as they are. Two documented changes for the lab: scrape and rule evaluation every
+second (so the real ``for:`` durations are what a test waits for), and Alertmanager's receivers reduced to
+their names (nothing to deliver to in a lab) with a 1 s group wait; routes and inhibit rules are the example's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import netns
+from .netns import LabError
+from .state import LabState, Proc, state_dir
+from .topology import Topology
+
+ALERTS_DIR = Path(__file__).resolve().parent.parent / "alerts"
+PROMETHEUS = "prometheus"
+ALERTMANAGER = "prometheus-alertmanager"  # Debian's name for the alertmanager binary
+PROMETHEUS_ADDR = "127.0.0.1:9090"
+ALERTMANAGER_ADDR = "127.0.0.1:9093"
+JOB = "netpath-exporter"
+INTERVAL = "1s"
+READY_TIMEOUT = 30.0
+HTTP_TIMEOUT = 10.0
+PROC_NAMES = ("monitoring/prometheus", "monitoring/alertmanager")
+
+
+def monitoring_dir() -> Path:
+    return state_dir() / "monitoring"
+
+
+def netns_of(topo: Topology) -> str:
+    """Where Prometheus and Alertmanager run: the first node's namespace, which reaches every pod IP."""
+    return topo.nodes[0].netns
+
+
+def rule_files() -> list[Path]:
+    return sorted(ALERTS_DIR.glob("*.rules.yml"))
+
+
+def prometheus_config(topo: Topology) -> dict[str, Any]:
+    targets = []
+    for node, exporter in sorted(topo.exporters.items()):
+        address = str(exporter["metrics"]).removeprefix("http://").removesuffix("/metrics")
+        # `node` is the label the meta alerts key on; in a cluster it comes from relabeling
+        # __meta_kubernetes_pod_node_name (docs/alerts.md).
+        targets.append({"targets": [address], "labels": {"node": node}})
+    return {
+        "global": {"scrape_interval": INTERVAL, "scrape_timeout": INTERVAL, "evaluation_interval": INTERVAL},
+        "rule_files": [str(p) for p in rule_files()],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [ALERTMANAGER_ADDR]}]}]},
+        "scrape_configs": [{"job_name": JOB, "static_configs": targets}],
+    }
+
+
+def alertmanager_config() -> dict[str, Any]:
+    """The example config, receivers reduced to their names and the first notification sent after 1 s."""
+    config: dict[str, Any] = yaml.safe_load((ALERTS_DIR / "alertmanager.example.yml").read_text())
+    config["receivers"] = [{"name": r["name"]} for r in config["receivers"]]
+    routes = [config["route"], *config["route"].get("routes", [])]
+    for route in routes:
+        if "group_wait" in route:
+            route["group_wait"] = "1s"
+    return config
+
+
+def start(topo: Topology) -> None:
+    """Write both configs and start Prometheus and Alertmanager (fresh data dirs), recorded in state.json."""
+    for tool in (PROMETHEUS, ALERTMANAGER):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} not found: install the Debian packages prometheus and prometheus-alertmanager")
+    state = LabState.load()
+    stop(state)
+    base = monitoring_dir()
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "prometheus-data").mkdir(parents=True)
+    (base / "alertmanager-data").mkdir(parents=True)
+    prom_yml = base / "prometheus.yml"
+    am_yml = base / "alertmanager.yml"
+    prom_yml.write_text(yaml.safe_dump(prometheus_config(topo), sort_keys=False))
+    am_yml.write_text(yaml.safe_dump(alertmanager_config(), sort_keys=False))
+    ns = netns_of(topo)
+    _start(
+        state,
+        "monitoring/alertmanager",
+        ns,
+        [
+            ALERTMANAGER,
+            f"--config.file={am_yml}",
+            f"--storage.path={base / 'alertmanager-data'}",
+            f"--web.listen-address={ALERTMANAGER_ADDR}",
+            "--cluster.listen-address=",  # no HA gossip port
+        ],
+    )
+    _start(
+        state,
+        "monitoring/prometheus",
+        ns,
+        [
+            PROMETHEUS,
+            f"--config.file={prom_yml}",
+            f"--storage.tsdb.path={base / 'prometheus-data'}",
+            f"--web.listen-address={PROMETHEUS_ADDR}",
+        ],
+    )
+    for addr, path in ((ALERTMANAGER_ADDR, "/-/ready"), (PROMETHEUS_ADDR, "/-/ready")):
+        _wait_ready(topo, f"http://{addr}{path}")
+
+
+def stop(state: LabState | None = None) -> None:
+    state = state or LabState.load()
+    procs = [state.processes.pop(name) for name in PROC_NAMES if name in state.processes]
+    if procs:
+        netns.kill_pids(p.pid for p in procs)
+        state.save()
+
+
+def _start(state: LabState, name: str, ns: str, argv: list[str]) -> None:
+    logs = state_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / (name.replace("/", "_") + ".log")
+    with log.open("ab") as out:
+        child = subprocess.Popen(
+            ["ip", "netns", "exec", netns.check_name(ns), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    state.processes[name] = Proc(name=name, netns=ns, pid=child.pid, argv=argv, log=str(log))
+    state.save()
+
+
+def _wait_ready(topo: Topology, url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            http_get(topo, url)
+            return
+        except LabError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    logs = state_dir() / "logs"
+    raise LabError(f"{url} not ready after {READY_TIMEOUT:.0f}s in {netns_of(topo)}: {last}; see {logs}")
+
+
+_GET = (
+    "import sys, urllib.request\n"
+    "with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as r:\n"
+    "    sys.stdout.write(r.read().decode())\n"
+)
+
+
+def http_get(topo: Topology, url: str) -> str:
+    """GET ``url`` from inside the monitoring namespace (the lab's addresses are never dialed from the root)."""
+    argv = ["ip", "netns", "exec", netns.check_name(netns_of(topo)), sys.executable, "-c", _GET, url, str(HTTP_TIMEOUT)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=HTTP_TIMEOUT + 5, check=False)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"GET {url}: no answer in {HTTP_TIMEOUT + 5:.0f}s") from None
+    if done.returncode != 0:
+        raise LabError(f"GET {url}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+    return done.stdout
+
+
+def prometheus_alerts(topo: Topology) -> list[dict[str, Any]]:
+    """Prometheus's pending and firing alerts: [{labels, annotations, state, activeAt, value}]."""
+    doc = json.loads(http_get(topo, f"http://{PROMETHEUS_ADDR}/api/v1/alerts"))
+    alerts: list[dict[str, Any]] = doc["data"]["alerts"]
+    return alerts
+
+
+def prometheus_query(topo: Topology, expr: str) -> list[dict[str, Any]]:
+    from urllib.parse import quote
+
+    doc = json.loads(http_get(topo, f"http://{PROMETHEUS_ADDR}/api/v1/query?query={quote(expr)}"))
+    result: list[dict[str, Any]] = doc["data"]["result"]
+    return result
+
+
+def alertmanager_alerts(topo: Topology) -> list[dict[str, Any]]:
+    """Alertmanager's alerts, inhibited and silenced ones included: status.state is active or suppressed."""
+    alerts: list[dict[str, Any]] = json.loads(http_get(topo, f"http://{ALERTMANAGER_ADDR}/api/v2/alerts"))
+    return alerts
+
+
+def report(topo: Topology) -> str:
+    """One line per alert: Prometheus's state, and whether Alertmanager would notify or has inhibited it."""
+    am = {_key(a["labels"]): a for a in alertmanager_alerts(topo)}
+    lines = []
+    for alert in sorted(prometheus_alerts(topo), key=lambda a: (a["state"], a["labels"]["alertname"])):
+        labels = alert["labels"]
+        where = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
+        routed = am.get(_key(labels))
+        if routed is None:
+            fate = "-"
+        elif routed["status"]["state"] == "suppressed":
+            inhibitors = _names(am, routed["status"]["inhibitedBy"])
+            fate = f"inhibited by {','.join(inhibitors)}" if inhibitors else "silenced"
+        else:
+            fate = "notified"
+        lines.append(
+            f"  {alert['state']:8} {labels.get('severity', ''):8} {labels['alertname']:38} {fate:34} {where}\n"
+            f"  {'':8} {'':8} {alert['annotations'].get('summary', '')}"
+        )
+    return "\n".join(lines) or "  (no alert pending or firing)"
+
+
+def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def _names(am: dict[tuple[tuple[str, str], ...], dict[str, Any]], fingerprints: list[str]) -> list[str]:
+    by_fp = {a["fingerprint"]: a["labels"]["alertname"] for a in am.values()}
+    return sorted({by_fp.get(fp, fp) for fp in fingerprints})
