@@ -1,0 +1,170 @@
+"""The alert rules (alerts/), their promtool unit tests, the Alertmanager example and the runbooks.
+
+Runs the real tools: `promtool check rules`, `promtool test rules` on every alerts/tests/*.yml and
+`amtool check-config` on the example. Every alert carries the routing label and the annotations a pager
+needs, and every name an expression reads is in the metrics contract (docs/metrics.md), a recording rule
+defined in alerts/, or one of Prometheus's own series that docs/alerts.md lists.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import promql_parser
+import pytest
+import yaml
+from contract import documented
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTS = ROOT / "alerts"
+RULE_FILES = sorted(ALERTS.glob("*.rules.yml"))
+UNIT_TESTS = sorted((ALERTS / "tests").glob("*.yml"))
+RUNBOOKS = ROOT / "docs" / "runbooks"
+OVERVIEW = ROOT / "docs" / "alerts.md"
+SEVERITIES = {"page", "warning", "info"}
+PROMETHEUS_OWN = {"up"}  # series Prometheus makes itself; listed in docs/alerts.md
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (Debian: prometheus / prometheus-alertmanager; `make test` installs them)")
+    return path
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+
+
+def rules() -> Iterator[dict[str, Any]]:
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            yield from group["rules"]
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [r for r in rules() if "alert" in r]
+
+
+def recorded() -> set[str]:
+    return {r["record"] for r in rules() if "record" in r}
+
+
+def selectors(node: Any) -> Iterator[Any]:
+    """Every VectorSelector in a parsed PromQL expression."""
+    if isinstance(node, promql_parser.VectorSelector):
+        yield node
+    elif isinstance(node, promql_parser.MatrixSelector):
+        yield node.vector_selector
+    elif isinstance(node, promql_parser.BinaryExpr):
+        yield from selectors(node.lhs)
+        yield from selectors(node.rhs)
+    elif isinstance(node, promql_parser.AggregateExpr):
+        yield from selectors(node.expr)
+        if node.param is not None:
+            yield from selectors(node.param)
+    elif isinstance(node, promql_parser.Call):
+        for arg in node.args:
+            yield from selectors(arg)
+    elif isinstance(node, promql_parser.UnaryExpr | promql_parser.ParenExpr | promql_parser.SubqueryExpr):
+        yield from selectors(node.expr)
+
+
+def names_in(expr: str) -> set[str]:
+    names = set()
+    for sel in selectors(promql_parser.parse(expr)):
+        name = sel.name or next((m.value for m in sel.matchers.matchers if m.name == "__name__"), None)
+        assert name, f"selector without a metric name in {expr!r}"
+        names.add(name)
+    return names
+
+
+def known_name(name: str, contract: set[str], records: set[str]) -> bool:
+    if name in contract or name in records or name in PROMETHEUS_OWN:
+        return True
+    return any(name.endswith(s) and name.removesuffix(s) in contract for s in HISTOGRAM_SUFFIXES)
+
+
+def test_promtool_check_rules_passes() -> None:
+    done = run([tool("promtool"), "check", "rules", *map(str, RULE_FILES)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("unit_test", UNIT_TESTS, ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(unit_test: Path) -> None:
+    done = run([tool("promtool"), "test", "rules", str(unit_test)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_amtool_accepts_the_alertmanager_example() -> None:
+    done = run([tool("amtool"), "check-config", str(ALERTS / "alertmanager.example.yml")])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_has_severity_annotations_and_a_runbook() -> None:
+    problems = []
+    for alert in alerts():
+        name = alert["alert"]
+        if alert.get("labels", {}).get("severity") not in SEVERITIES:
+            problems.append(f"{name}: severity must be one of {sorted(SEVERITIES)}")
+        annotations = alert.get("annotations", {})
+        for key in ("summary", "description", "runbook_url"):
+            if not annotations.get(key):
+                problems.append(f"{name}: no {key}")
+        if not annotations.get("runbook_url", "").endswith(f"docs/runbooks/{name}.md"):
+            problems.append(f"{name}: runbook_url must point at docs/runbooks/{name}.md")
+        if not (RUNBOOKS / f"{name}.md").is_file():
+            problems.append(f"{name}: docs/runbooks/{name}.md is missing")
+    assert problems == []
+
+
+def test_every_alert_has_a_unit_test_that_sees_it_fire() -> None:
+    fired = set()
+    for path in UNIT_TESTS:
+        for group in yaml.safe_load(path.read_text())["tests"]:
+            for check in group.get("alert_rule_test", []):
+                if check.get("exp_alerts"):
+                    fired.add(check["alertname"])
+    assert {a["alert"] for a in alerts()} - fired == set()
+
+
+def test_every_alert_is_in_the_overview() -> None:
+    text = OVERVIEW.read_text()
+    assert [a["alert"] for a in alerts() if f"`{a['alert']}`" not in text] == []
+
+
+def test_expressions_use_only_documented_metrics_and_recording_rules() -> None:
+    contract, records = set(documented()), recorded()
+    unknown = {}
+    for rule in rules():
+        for name in names_in(rule["expr"]):
+            if not known_name(name, contract, records):
+                unknown[name] = rule.get("alert") or rule.get("record")
+    assert unknown == {}, "not in docs/metrics.md nor recorded in alerts/"
+
+
+def test_template_queries_use_only_documented_metrics_and_recording_rules() -> None:
+    contract, records = set(documented()), recorded()
+    unknown = set()
+    for alert in alerts():
+        for text in alert.get("annotations", {}).values():
+            for name in re.findall(r"\b((?:netpath|source_\w+|process)[a-z0-9_:]*)\{", text):
+                if not known_name(name, contract, records):
+                    unknown.add(name)
+    assert unknown == set()
+
+
+def test_prometheus_own_series_are_listed_in_the_overview() -> None:
+    text = OVERVIEW.read_text()
+    assert [name for name in PROMETHEUS_OWN if f"`{name}`" not in text] == []
+
+
+def test_the_parser_sees_every_name_in_an_expression() -> None:
+    expr = 'sum by (a) (rate(x_total{a="1"}[5m])) / on (a) group_left y or absent({__name__="z"}) unless -(w)'
+    assert names_in(expr) == {"x_total", "y", "z", "w"}
