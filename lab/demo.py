@@ -11,11 +11,12 @@ import sys
 import time
 from types import FrameType
 
-from . import cluster, netns, probe, scenarios
+from . import cluster, monitoring, netns, probe, scenarios
 from .netns import LabError
 from .topology import Topology
 
 BROKEN_NODE = "node2"
+ALERT_WAIT = 120.0  # seconds: the differential needs 10 probes in its window and `for: 1m`
 
 
 def banner(text: str) -> None:
@@ -50,6 +51,7 @@ def _demo(started: float) -> int:
             "(dnsmasq), keybuzz-front x2, nginx ingress per node, one netpath-exporter per node"
         )
         topo = cluster.up(3, 1500)
+        monitoring.start(topo)  # Prometheus + Alertmanager in nplab-node1, scraping every exporter each second
         print(cluster.status(), flush=True)
         banner("healthy: what every exporter pod sees")
         tables(topo)
@@ -62,6 +64,11 @@ def _demo(started: float) -> int:
             flush=True,
         )
         named, report = probe.diagnosis(topo, BROKEN_NODE)  # shown last, as the demo's conclusion
+        banner(f"alerts in Prometheus and Alertmanager ({topo.nodes[0].netns}): alerts/*.rules.yml, the example routes")
+        fired = monitoring.wait_firing(topo, "NetpathClusterIPPathFailing", ALERT_WAIT, source_node=BROKEN_NODE)
+        if not fired:
+            print(f"(NetpathClusterIPPathFailing for {BROKEN_NODE} not firing within {ALERT_WAIT:.0f} s)", flush=True)
+        print(monitoring.report(topo, pending=False), flush=True)
         banner("heal")
         print("healed:", ", ".join(scenarios.heal(topo)) or "nothing", flush=True)
         tables(topo)

@@ -200,11 +200,26 @@ def alertmanager_alerts(topo: Topology) -> list[dict[str, Any]]:
     return alerts
 
 
-def report(topo: Topology) -> str:
-    """One line per alert: Prometheus's state, and whether Alertmanager would notify or has inhibited it."""
+def wait_firing(topo: Topology, alertname: str, within: float, **labels: str) -> bool:
+    """Poll Prometheus (every 2 s, at most ``within`` seconds) until ``alertname`` with ``labels`` is firing."""
+    want = {"alertname": alertname, **labels}
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for alert in prometheus_alerts(topo):
+            if alert["state"] == "firing" and want.items() <= alert["labels"].items():
+                return True
+        time.sleep(2)
+    return False
+
+
+def report(topo: Topology, *, pending: bool = True) -> str:
+    """One line per alert: Prometheus's state, and whether Alertmanager would notify or has inhibited it.
+    Without ``pending``, pending alerts are only counted."""
     am = {_key(a["labels"]): a for a in alertmanager_alerts(topo)}
     lines = []
-    for alert in sorted(prometheus_alerts(topo), key=lambda a: (a["state"], a["labels"]["alertname"])):
+    alerts = prometheus_alerts(topo)
+    shown = [a for a in alerts if pending or a["state"] == "firing"]
+    for alert in sorted(shown, key=lambda a: (a["state"], a["labels"]["alertname"])):
         labels = alert["labels"]
         where = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
         routed = am.get(_key(labels))
@@ -219,6 +234,8 @@ def report(topo: Topology) -> str:
             f"  {alert['state']:8} {labels.get('severity', ''):8} {labels['alertname']:38} {fate:34} {where}\n"
             f"  {'':8} {'':8} {alert['annotations'].get('summary', '')}"
         )
+    if len(shown) < len(alerts):
+        lines.append(f"  (+ {len(alerts) - len(shown)} pending: not held for their `for:` yet)")
     return "\n".join(lines) or "  (no alert pending or firing)"
 
 
