@@ -13,6 +13,8 @@ from __future__ import annotations
 from . import netns
 from .topology import Node, Pod, Topology
 
+SILENT_GATEWAY = "192.168.100.254"  # in the underlay /24, never assigned to a node
+SILENT_GATEWAY_MAC = "02:00:00:00:00:fe"  # locally administered, owned by no interface
 
 def build_underlay(topo: Topology) -> None:
     netns.create(topo.underlay_netns)
@@ -39,9 +41,13 @@ def build_node(topo: Topology, node: Node) -> None:
         f"link add cni0 mtu {topo.overlay_mtu} type bridge",
         f"addr add {node.cni_ip}/24 dev cni0",
         "link set cni0 up",
-        # A real node has a default route: a ClusterIP packet no NAT rule caught leaves by it and vanishes,
-        # so clients wait (nginx answers 504). Without one the kernel would say "unreachable" (502).
-        "route add blackhole default",
+        # A real node has a default route via a gateway: a ClusterIP packet no NAT rule caught leaves by it and
+        # vanishes, so clients wait (nginx answers 504). The gateway here is silent: a permanent neighbour
+        # entry to a MAC nobody has, so frames go out eth0 and are dropped. Not a `blackhole` route: the
+        # node's own packets are routed before OUTPUT's DNAT, and a blackhole would fail them at once with
+        # EINVAL even when the NAT rules are fine.
+        f"neigh add {SILENT_GATEWAY} lladdr {SILENT_GATEWAY_MAC} dev eth0 nud permanent",
+        f"route add default via {SILENT_GATEWAY} dev eth0",
     ]
     netns.ip_batch(ns, cmds)
     install_overlay_peers(topo, node)
