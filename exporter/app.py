@@ -10,7 +10,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Iterable
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from .config import Config
 from .diagnose import DiagnosisMetrics, Localizer
 from .metrics import ProbeMetrics
-from .model import AnyTarget, DNSTarget, HTTPTarget, ProbeResult, TCPTarget, Via
+from .model import AnyTarget, DNSTarget, HTTPTarget, ProbeResult, TCPTarget, Via, seen_from
 from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
 from .perspective import NodePerspective
 from .probes import prepare as prepare_probes
@@ -78,7 +77,7 @@ class Exporter:
     def _apply_targets(self, targets: list[AnyTarget]) -> None:
         """Every target from the exporter's own namespace and, when on, from the node's as well."""
         own = self.config.perspective
-        self.scheduler.set_targets(t if t.perspective is own else replace(t, perspective=own) for t in targets)
+        self.scheduler.set_targets(seen_from(t, own) for t in targets)
         if self.node_perspective is not None:
             self.node_perspective.set_targets(targets)
 

@@ -6,10 +6,12 @@ between discovery rounds and shared between the scheduler, the metrics and the l
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TypeVar
 
 
 class PathClass(StrEnum):
@@ -196,6 +198,14 @@ class ProbeResult:
     @staticmethod
     def failure(reason: Reason, duration: float, detail: str = "", **kwargs: object) -> ProbeResult:
         return ProbeResult(ok=False, reason=reason, duration=duration, detail=detail, **kwargs)  # type: ignore[arg-type]
+
+
+T = TypeVar("T", bound=Target)
+
+
+def seen_from(target: T, perspective: Perspective) -> T:
+    """The same target probed from ``perspective`` (itself when it already is)."""
+    return target if target.perspective is perspective else dataclasses.replace(target, perspective=perspective)
 
 
 def format_hostport(host: str, port: int) -> str:

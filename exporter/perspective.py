@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import fields, replace
+from dataclasses import fields
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
@@ -42,6 +42,7 @@ from .model import (
     TCPTarget,
     Transport,
     Via,
+    seen_from,
 )
 from .probes import prepare as prepare_probes
 from .scheduler import ResultSink, Scheduler
@@ -153,7 +154,7 @@ class NodePerspective(Collector):
         """The targets to probe from the node (stamped with the node perspective here)."""
         wanted: dict[TargetKey, AnyTarget] = {}
         for target in targets:
-            node_target = _with_perspective(target, Perspective.NODE)
+            node_target = seen_from(target, Perspective.NODE)
             wanted[node_target.key] = node_target
         for key, target in self._targets.items():
             if key not in wanted:
@@ -218,10 +219,6 @@ class NodePerspective(Collector):
         )
         up.add_metric([self._source_node], 1.0 if self._up else 0.0)
         yield up
-
-
-def _with_perspective(target: AnyTarget, perspective: Perspective) -> AnyTarget:
-    return target if target.perspective is perspective else replace(target, perspective=perspective)
 
 
 # --- the worker's side -------------------------------------------------------------------------------------
