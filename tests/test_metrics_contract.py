@@ -98,3 +98,14 @@ def test_the_series_parse_back_with_the_right_values(metrics_text: str) -> None:
     peer = next(s for s in families["netpath_probe_attempts"].samples if s.labels["target"] == "peer/node2")
     assert peer.labels["source_node"] == "node1" and peer.labels["target_node"] == "node2"
     assert peer.labels["path"] == "pod_ip" and peer.labels["from"] == "pod"
+
+
+def test_each_target_stays_within_the_documented_series_budget(metrics_text: str) -> None:
+    # docs/metrics.md: ~25-30 series per target with the default buckets, so 100 targets fit in ~3,000
+    per_target: dict[str, int] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if "target" in sample.labels:
+                per_target[sample.labels["target"]] = per_target.get(sample.labels["target"], 0) + 1
+    assert len(per_target) == 5
+    assert max(per_target.values()) <= 30, per_target
