@@ -14,6 +14,10 @@ There is no API server on these machines, so this follows the wire protocol clos
 * Faults: :meth:`fail_with` answers every request with an error Status; :meth:`go_down` stops listening
   (connections are refused) and cuts open watches; :meth:`come_up` listens again on the same port;
   :meth:`end_watches` closes open watches cleanly.
+* Hostile input: :meth:`add_raw_item` puts anything (a string, an object whose ``metadata`` is a string) into
+  every list answer; :meth:`send_event` sends any JSON value as a watch event and :meth:`send_raw` any bytes
+  (no newline, not JSON, megabytes of it) down open watches; ``list_padding`` makes list answers that many
+  bytes larger, ``list_chunked`` sends them chunked, without a Content-Length.
 
 Objects are plain dicts in the real JSON shape; the builders at the bottom make the usual ones.
 """
@@ -60,7 +64,8 @@ class _Watch:
     resource: str
     namespace: str | None
     selector: str
-    queue: asyncio.Queue[tuple[str, Obj] | None] = field(default_factory=asyncio.Queue)
+    # (type, object) events, raw bytes to write as they are, or None: end the stream
+    queue: asyncio.Queue[tuple[str, Obj] | bytes | None] = field(default_factory=asyncio.Queue)
 
 
 class FakeKubeAPI:
@@ -75,6 +80,9 @@ class FakeKubeAPI:
         self._watches: set[_Watch] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._fail: tuple[int, str] | None = None
+        self.raw_items: dict[str, list[Any]] = {r: [] for r in RESOURCES}
+        self.list_padding = 0
+        self.list_chunked = False
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -125,6 +133,21 @@ class FakeKubeAPI:
                 ("BOOKMARK", {"kind": kind, "apiVersion": RESOURCES[watch.resource][1],
                               "metadata": {"resourceVersion": str(self.rv)}})
             )
+
+    def add_raw_item(self, resource: str, item: Any) -> None:
+        """Serve ``item`` as it is in every list of ``resource`` (never in a watch, never in scope checks)."""
+        self.raw_items[resource].append(item)
+
+    def send_event(self, resource: str, event: Any) -> None:
+        """Send any JSON value as one event line to every open watch of ``resource`` (not kept in history)."""
+        self.send_raw(resource, json.dumps(event).encode() + b"\n")
+
+    def send_raw(self, resource: str, data: bytes, piece: int = 64 * 1024) -> None:
+        """Write ``data`` as it is (in chunks of ``piece`` bytes) down every open watch of ``resource``."""
+        for watch in list(self._watches):
+            if watch.resource == resource:
+                for i in range(0, len(data), piece):
+                    watch.queue.put_nowait(data[i : i + piece])
 
     def watch_count(self, resource: str) -> int:
         return sum(1 for w in self._watches if w.resource == resource)
@@ -237,7 +260,12 @@ class FakeKubeAPI:
         meta: Obj = {"resourceVersion": str(self.rv)}
         if start + limit < len(items):
             meta["continue"] = str(start + limit)
-        await _send_json(w, 200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta, "items": page})
+        else:
+            page = [*page, *self.raw_items[req.resource]]
+        body: Obj = {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta, "items": page}
+        if self.list_padding:
+            body["padding"] = "x" * self.list_padding
+        await _send_json(w, 200, body, chunked=self.list_chunked)
 
     async def _watch(self, req: Request, selector: str, w: asyncio.StreamWriter) -> None:
         watch = _Watch(req.resource, req.namespace, selector)
@@ -269,6 +297,10 @@ class FakeKubeAPI:
             timeout = float(req.params["timeoutSeconds"]) if "timeoutSeconds" in req.params else None
             async with asyncio.timeout(timeout):
                 while (item := await watch.queue.get()) is not None:
+                    if isinstance(item, bytes):
+                        w.write(f"{len(item):x}\r\n".encode() + item + b"\r\n")
+                        await w.drain()
+                        continue
                     event, obj = item
                     if event == "BOOKMARK" and not bookmarks:
                         continue
@@ -299,13 +331,21 @@ def _status(code: int, reason: str, message: str) -> Obj:
             "message": message, "reason": reason, "code": code}
 
 
-async def _send_json(w: asyncio.StreamWriter, code: int, body: Obj) -> None:
+async def _send_json(w: asyncio.StreamWriter, code: int, body: Obj, *, chunked: bool = False) -> None:
     data = json.dumps(body).encode()
     reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
               410: "Gone", 500: "Internal Server Error", 503: "Service Unavailable"}.get(code, "Error")
-    w.write(f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-            .encode() + data)
-    await w.drain()
+    head = f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
+    if not chunked:
+        w.write(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        await w.drain()
+        return
+    w.write(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+    for i in range(0, len(data), 64 * 1024):
+        piece = data[i : i + 64 * 1024]
+        w.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        await w.drain()
+    await _end_chunks(w)
 
 
 async def _send_chunk(w: asyncio.StreamWriter, event: Obj) -> None:

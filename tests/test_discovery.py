@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -33,7 +33,9 @@ from exporter.config import Config
 from exporter.discovery import run_discovery
 from exporter.discovery.access import ApiAccess
 from exporter.discovery.config import DiscoveryConfig, DNSConfig
+from exporter.discovery.run import DiscoveryStatus
 from exporter.model import AnyTarget, DNSTarget, HTTPTarget, PathClass, ProbeResult, TCPTarget, Transport, Via
+from exporter.targets import TargetSources
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -348,8 +350,6 @@ async def test_the_bearer_token_is_read_from_its_file_for_each_request(api: Fake
     token = tmp_path / "token"
     token.write_text("first\n")
     registry = CollectorRegistry()
-    from exporter.targets import TargetSources
-
     got: list[list[AnyTarget]] = []
     sources = TargetSources((), got.append)
     task = asyncio.create_task(run_discovery(
@@ -378,3 +378,213 @@ async def test_the_discovery_metrics_are_the_documented_ones(api: FakeKubeAPI) -
     for name, labels in discovery.items():
         # errors_total has no samples (so no labels seen) until an error has happened
         assert labels == documented_names[name] or (name == "netpath_discovery_errors_total" and not labels), name
+
+
+# --- hostile input: what a tenant or a broken API can send (issue 15, rows 2-4) ------------------------------
+
+
+def bad_pod(name: str, node_name: str, **status: object) -> dict[str, object]:
+    obj = exporter_pod(node_name, "10.42.9.9")
+    obj["metadata"]["name"] = name
+    obj["status"].update(status)
+    return obj
+
+
+async def test_mistyped_objects_are_skipped_counted_and_the_stream_goes_on(api: FakeKubeAPI) -> None:
+    # in the first list: an item whose metadata is a string, one that is not an object, a mistyped field
+    api.add_raw_item("pods", {"metadata": "netpath-exporter-x", "status": {"podIP": "10.42.9.9"}})
+    api.add_raw_item("pods", "not an object")
+    api.add("pods", bad_pod("netpath-exporter-typo", "node-2", podIP=["10.42.9.9"]))
+    async with running(api) as run:
+        assert run.sample("netpath_discovery_decode_errors_total", resource="pods", reason="bad_metadata") == 1
+        assert run.sample("netpath_discovery_decode_errors_total", resource="pods", reason="not_object") == 1
+        assert run.sample("netpath_discovery_decode_errors_total", resource="pods", reason="bad_field") == 1
+        assert {"peer/node-2", "peer/node-3"} <= run.names()
+        await eventually(lambda: all(api.watch_count(r) == 1 for r in ("pods", "services", "nodes")))
+
+        # on the watch: the same and worse
+        api.send_event("pods", {"type": "ADDED", "object": {"metadata": "a string"}})
+        api.send_event("services", {"type": "MODIFIED", "object": {"metadata": "a string", "spec": {}}})
+        api.send_event("services", {"type": "ADDED", "object": {"metadata": {"name": "x", "namespace": "shop"},
+                                                                "spec": {"ports": [{"port": "80"}]}}})
+        api.send_event("nodes", {"type": "ADDED", "object": {"metadata": {"name": 7}}})
+        api.send_event("pods", ["not", "an", "event"])
+        api.send_event("pods", {"type": "EXPLODED", "object": {}})
+        api.send_raw("pods", b"{this is not json\n")
+        api.send_raw("pods", b"[" * 200_000 + b"\n")  # deeper than the JSON parser goes
+        api.send_raw("pods", b"\xff\xfe\n")
+        api.add("nodes", node("node-4", "192.168.50.4"))
+        api.add("pods", exporter_pod("node-4", "10.42.4.10"))
+        await eventually(lambda: "peer/node-4" in run.names())  # new pods still become targets
+
+        def decode(resource: str, reason: str) -> float:
+            return run.sample("netpath_discovery_decode_errors_total", resource=resource, reason=reason)
+
+        assert decode("pods", "bad_metadata") == 2 and decode("services", "bad_metadata") == 1
+        assert decode("services", "bad_field") == 1 and decode("nodes", "bad_metadata") == 1
+        assert decode("pods", "bad_event") == 2 and decode("pods", "not_json") == 3
+        assert api.watch_count("pods") == 1  # the same stream: nothing was dropped
+        assert run.sample("netpath_discovery_errors_total", resource="pods") == 0
+        assert run.sample("netpath_discovery_up", resource="pods") == 1
+
+        # an object that stops fitting stops being probed (it is not kept as it was)
+        api.modify("pods", bad_pod("netpath-exporter-node-4", "node-4", phase=["Running"]))
+        await eventually(lambda: "peer/node-4" not in run.names())
+
+
+async def test_bad_annotation_values_reject_that_object_counted_per_object(api: FakeKubeAPI) -> None:
+    web_ports = [port("http", 80, 8080)]
+
+    def web(name: str, **annotations: str) -> dict[str, object]:
+        return service(name, "shop", "10.43.0.99", web_ports, annotations={"netpath.io/probe": "true", **{
+            f"netpath.io/{k.replace('_', '-')}": v for k, v in annotations.items()}})
+
+    async with running(api) as run:
+        api.add("services", web("superscript", path="/healthz", expect_status="²"))
+        api.add("services", web("arabic", path="/healthz", expect_status="٢٠٠"))
+        api.add("services", web("range", path="/healthz", expect_status="200,99"))
+        api.add("services", web("nopath", path="healthz"))
+        api.add("services", web("noport", ports="metrics"))
+        api.add("services", web("typo", probe="ture"))
+        api.add("services", web("good", path="/healthz", expect_status=" 200 , 401 "))
+        await eventually(lambda: "svc/shop/good:80" in run.names())
+        good = run.target("svc/shop/good:80")
+        assert isinstance(good, HTTPTarget) and good.expect_status == frozenset({200, 401})
+        assert not any(n.startswith("svc/shop/") and n != "svc/shop/good:80" for n in run.names())
+
+        def errors(annotation: str) -> float:
+            return run.sample("netpath_discovery_annotation_errors", resource="services",
+                              annotation=f"netpath.io/{annotation}")
+
+        assert (errors("expect-status"), errors("path"), errors("ports"), errors("probe")) == (3, 1, 1, 1)
+        assert run.sample("netpath_discovery_restarts_total") == 0
+
+        api.modify("services", web("superscript", path="/healthz", expect_status="204"))
+        await eventually(lambda: "svc/shop/superscript:80" in run.names())
+        assert errors("expect-status") == 2
+
+
+class FlakySources(TargetSources):
+    """Real target sources that fail while ``broken``: the stand-in for a bug anywhere in discovery."""
+
+    broken = True
+
+    def update(self, source: str, targets: Iterable[AnyTarget]) -> None:
+        if self.broken:
+            raise RuntimeError("injected failure")
+        super().update(source, targets)
+
+
+async def test_a_failing_discovery_task_is_restarted_with_backoff_and_says_down_meanwhile(
+    api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    got: list[list[AnyTarget]] = []
+    sources = FlakySources((), got.append)
+    status = DiscoveryStatus()
+    run = Running(api, None, registry)  # type: ignore[arg-type]
+    task = asyncio.create_task(run_discovery(
+        discovery_config(api), source_node="node-1", sources=sources, registry=registry,
+        rng=random.Random(1), status=status,
+    ))
+    try:
+        await eventually(lambda: run.sample("netpath_discovery_restarts_total") >= 3)
+        assert all(run.sample("netpath_discovery_up", resource=r) == 0 for r in ("nodes", "pods", "services"))
+        assert not got and not status.ready()[0]
+        assert "discovery down (RuntimeError: injected failure); restarting in" in caplog.text
+        assert any(r.exc_info for r in caplog.records if r.message == "discovery failed")  # with its traceback
+
+        sources.broken = False
+        await eventually(lambda: any(t.name == "peer/node-2" for t in sources.merged()))
+        await eventually(lambda: run.sample("netpath_discovery_up", resource="pods") == 1)
+        assert status.ready() == (True, "ok")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_only_literal_ips_inside_the_cidrs_are_probed(api: FakeKubeAPI) -> None:
+    for i, ip in ((4, "localhost"), (5, "127.0.0.1"), (6, "10.99.0.6"), (7, "::ffff:127.0.0.1")):
+        api.add("nodes", node(f"node-{i}", f"192.168.50.{i}"))
+        api.add("pods", exporter_pod(f"node-{i}", ip))
+    # a selector-less Service with a hand-written EndpointSlice: anyone who may write both in their namespace
+    api.add("services", service("meta", "tenant", "10.43.0.200", [port("http", 80)],
+                                annotations={"netpath.io/probe": "true"}))
+    slice_ = endpoint_slice("meta", "tenant", [], [port("http", 80)], suffix="manual")
+    slice_["metadata"]["labels"].pop("endpointslice.kubernetes.io/managed-by")
+    slice_["endpoints"] = [{"addresses": [a]} for a in ("169.254.169.254", "127.0.0.1", "8.8.8.8", "localhost",
+                                                         "10.42.3.50")]
+    api.add("endpointslices", slice_)
+    api.add("services", service("outside", "tenant", "10.99.0.1", [port("http", 80)],
+                                annotations={"netpath.io/probe": "true"}))
+    async with running(api) as run:
+        await eventually(lambda: "ep/tenant/meta/10.42.3.50:80" in run.names())
+        names = run.names()
+        assert {"peer/node-2", "peer/node-3"} <= names
+        assert not {f"peer/node-{i}" for i in range(4, 8)} & names
+        assert not any(n.startswith("ep/tenant/meta/") and n != "ep/tenant/meta/10.42.3.50:80" for n in names)
+        assert "svc/tenant/meta:80" in names and "svc/tenant/outside:80" not in names
+        hosts = {getattr(t, "host", "") for t in run.exporter.scheduler.targets()}
+        assert not hosts & {"localhost", "127.0.0.1", "169.254.169.254", "8.8.8.8", "10.99.0.1", "10.99.0.6"}
+
+        def skipped(source: str, reason: str) -> float:
+            return run.sample("netpath_discovery_skipped_addresses", source=source, reason=reason)
+
+        assert (skipped("peers", "not_ip"), skipped("peers", "special"), skipped("peers", "outside_cidrs")) == (1, 2, 1)
+        assert (skipped("endpoints", "special"), skipped("endpoints", "outside_cidrs")) == (2, 1)
+        assert skipped("endpoints", "not_ip") == 1 and skipped("services", "outside_cidrs") == 1
+
+
+async def test_services_in_denied_namespaces_are_not_probed_and_counted(api: FakeKubeAPI) -> None:
+    opt_in = {"netpath.io/probe": "true"}
+    api.add("services", service("web", "shop", "10.43.0.99", [port("http", 80)], annotations=opt_in))
+    api.add("services", service("web", "tenant", "10.43.0.98", [port("http", 80)], annotations=opt_in))
+    api.add("ingresses", ingress("web", "tenant", "web.example.com", "web", 80, annotations=opt_in))
+    async with running(api, namespaces_deny=("tenant",)) as run:
+        await eventually(lambda: "svc/shop/web:80" in run.names())
+        assert not any("tenant" in n for n in run.names())
+        assert run.sample("netpath_discovery_excluded_objects", resource="services") == 1
+        assert run.sample("netpath_discovery_excluded_objects", resource="ingresses") == 1
+    async with running(api, namespaces_allow=("tenant",)) as run:
+        await eventually(lambda: "svc/tenant/web:80" in run.names())
+        assert "svc/shop/web:80" not in run.names()
+        assert run.sample("netpath_discovery_excluded_objects", resource="services") == 1
+
+
+# --- bounded reads (issue 15, row 4) -------------------------------------------------------------------------
+
+
+async def test_a_watch_line_without_newline_is_cut_at_the_limit_and_the_resource_relisted(api: FakeKubeAPI) -> None:
+    async with running(api) as run:  # the default limit, 4 MiB
+        await eventually(lambda: api.watch_count("pods") == 1)
+        lists = len(api.requests_for("pods", watch=False))
+        api.send_raw("pods", b'{"type":"ADDED","object":{"metadata":{"name":"' + b"x" * (6 * 1024 * 1024))
+        await eventually(lambda: run.sample("netpath_discovery_errors_total", resource="pods", reason="too_large") == 1)
+        await eventually(lambda: len(api.requests_for("pods", watch=False)) == lists + 1)  # relisted
+        await eventually(lambda: run.sample("netpath_discovery_relists_total", resource="pods") == 1)
+        api.add("nodes", node("node-4", "192.168.50.4"))
+        api.add("pods", exporter_pod("node-4", "10.42.4.10"))
+        await eventually(lambda: "peer/node-4" in run.names())
+        assert run.sample("netpath_discovery_errors_total", resource="nodes") == 0  # other watches untouched
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_list_answer_over_the_limit_fails_that_list_counted(api: FakeKubeAPI, chunked: bool) -> None:
+    api.list_padding, api.list_chunked = 300 * 1024, chunked
+    registry = CollectorRegistry()
+    sources = TargetSources((), lambda _: None)
+    run = Running(api, None, registry)  # type: ignore[arg-type]
+    task = asyncio.create_task(run_discovery(
+        discovery_config(api, max_list_bytes=256 * 1024), source_node="node-1", sources=sources,
+        registry=registry, rng=random.Random(1),
+    ))
+    try:
+        await eventually(lambda: run.sample("netpath_discovery_errors_total", resource="pods", reason="too_large") >= 2)
+        assert not sources.merged() and run.sample("netpath_discovery_up", resource="pods") == 0
+        api.list_padding = 100 * 1024  # under the limit: lists go through
+        await eventually(lambda: any(t.name == "peer/node-2" for t in sources.merged()))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
