@@ -17,7 +17,8 @@ There is no API server on these machines, so this follows the wire protocol clos
 * Hostile input: :meth:`add_raw_item` puts anything (a string, an object whose ``metadata`` is a string) into
   every list answer; :meth:`send_event` sends any JSON value as a watch event and :meth:`send_raw` any bytes
   (no newline, not JSON, megabytes of it) down open watches; ``list_padding`` makes list answers that many
-  bytes larger, ``list_chunked`` sends them chunked, without a Content-Length.
+  bytes larger, ``list_chunked`` sends them chunked, without a Content-Length, ``list_gzip`` compressed whatever
+  the client asked for (a small answer that inflates to ``list_padding``).
 
 Objects are plain dicts in the real JSON shape; the builders at the bottom make the usual ones.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gzip
 import json
 import re
 from collections.abc import Iterator
@@ -83,6 +85,7 @@ class FakeKubeAPI:
         self.raw_items: dict[str, list[Any]] = {r: [] for r in RESOURCES}
         self.list_padding = 0
         self.list_chunked = False
+        self.list_gzip = False
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -265,7 +268,7 @@ class FakeKubeAPI:
         body: Obj = {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta, "items": page}
         if self.list_padding:
             body["padding"] = "x" * self.list_padding
-        await _send_json(w, 200, body, chunked=self.list_chunked)
+        await _send_json(w, 200, body, chunked=self.list_chunked, gzipped=self.list_gzip)
 
     async def _watch(self, req: Request, selector: str, w: asyncio.StreamWriter) -> None:
         watch = _Watch(req.resource, req.namespace, selector)
@@ -331,11 +334,17 @@ def _status(code: int, reason: str, message: str) -> Obj:
             "message": message, "reason": reason, "code": code}
 
 
-async def _send_json(w: asyncio.StreamWriter, code: int, body: Obj, *, chunked: bool = False) -> None:
+async def _send_json(
+    w: asyncio.StreamWriter, code: int, body: Obj, *, chunked: bool = False, gzipped: bool = False
+) -> None:
     data = json.dumps(body).encode()
+    if gzipped:
+        data = gzip.compress(data)
     reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
               410: "Gone", 500: "Internal Server Error", 503: "Service Unavailable"}.get(code, "Error")
     head = f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
+    if gzipped:
+        head += "Content-Encoding: gzip\r\n"
     if not chunked:
         w.write(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
         await w.drain()

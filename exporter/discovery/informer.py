@@ -273,7 +273,7 @@ class Informer:
         if not truncate and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise ApiFailure("too_large", f"{self.resource.name}: answer of {declared} bytes is over {limit}")
         body = bytearray()
-        async for chunk in response.aiter_bytes():
+        async for chunk in _raw(response):
             body += chunk
             if len(body) > limit:
                 if truncate:
@@ -286,7 +286,7 @@ class Informer:
         without buffering a line that never ends."""
         buf = bytearray()
         scanned = 0  # no newline in buf[:scanned]
-        async for chunk in response.aiter_bytes():
+        async for chunk in _raw(response):
             buf += chunk
             while (end := buf.find(b"\n", scanned)) >= 0:
                 if end > self._max_line:
@@ -345,6 +345,17 @@ class Informer:
         else:
             self.store[key] = obj
         self._on_change()
+
+
+async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it comes off the wire (de-chunked), refusing any content coding: a compressed chunk could
+    inflate far past the byte limits before they are checked. We ask for identity; a server that compresses
+    anyway is not answering what we asked."""
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        raise ApiFailure("decode", f"{response.url.path}: unrequested Content-Encoding {coding[:40]!r}")
+    async for chunk in response.aiter_raw():
+        yield chunk
 
 
 def object_key(obj: Obj) -> Key:
