@@ -339,7 +339,7 @@ async def _send_json(
 ) -> None:
     data = json.dumps(body).encode()
     if gzipped:
-        data = gzip.compress(data)
+        data = gzip.compress(data, compresslevel=1)
     reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
               410: "Gone", 500: "Internal Server Error", 503: "Service Unavailable"}.get(code, "Error")
     head = f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"

@@ -591,7 +591,7 @@ async def test_a_list_answer_over_the_limit_fails_that_list_counted(api: FakeKub
 
 
 async def test_a_compressed_answer_is_refused_before_it_inflates(api: FakeKubeAPI) -> None:
-    api.list_padding, api.list_gzip = 32 * 1024 * 1024, True  # ~32 KiB on the wire, 32 MiB inflated
+    api.list_padding, api.list_gzip = 8 * 1024 * 1024, True  # ~8 KiB on the wire, 8 MiB inflated
     registry = CollectorRegistry()
     sources = TargetSources((), lambda _: None)
     run = Running(api, None, registry)  # type: ignore[arg-type]
@@ -599,7 +599,9 @@ async def test_a_compressed_answer_is_refused_before_it_inflates(api: FakeKubeAP
         discovery_config(api), source_node="node-1", sources=sources, registry=registry, rng=random.Random(1),
     ))
     try:
-        await eventually(lambda: run.sample("netpath_discovery_errors_total", resource="nodes", reason="decode") >= 1)
+        await eventually(
+            lambda: run.sample("netpath_discovery_errors_total", resource="nodes", reason="decode") >= 1, within=20
+        )
         assert {r.headers.get("accept-encoding") for r in api.requests} == {"identity"}
         api.list_padding, api.list_gzip = 0, False
         await eventually(lambda: any(t.name == "peer/node-2" for t in sources.merged()))

@@ -8,7 +8,6 @@ import pytest
 from kubeapi import endpoint_slice, exporter_pod, ingress, node, port, service
 
 from exporter.discovery.config import DiscoveryConfig, IngressConfig
-from exporter.discovery.decode import object_problem
 from exporter.discovery.derive import (
     ClusterState,
     Deriver,
@@ -174,35 +173,3 @@ def test_namespace_allow_and_deny_lists_apply_to_opted_in_objects_only() -> None
     # the configured cluster services are the operator's, not a tenant's: never filtered
     dns = Deriver(DiscoveryConfig(namespaces_allow=("a",)), "node-1").dns(state, set())
     assert any(t.name.startswith("dns/kube-dns/") for t in dns)
-
-
-# --- decoding -------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("resource", "obj", "reason"),
-    [
-        ("pods", exporter_pod("node-1", "10.42.1.10"), None),
-        ("pods", "a string", "not_object"),
-        ("pods", {"metadata": "a string"}, "bad_metadata"),
-        ("pods", {"metadata": {"namespace": "x"}}, "bad_metadata"),
-        ("pods", {"metadata": {"name": "x", "labels": {"a": 1}}}, "bad_metadata"),
-        ("pods", {"metadata": {"name": "x", "annotations": ["a"]}}, "bad_metadata"),
-        ("pods", {"metadata": {"name": "x\nInjected"}}, "bad_metadata"),
-        ("pods", {"metadata": {"name": "x"}, "status": {"podIP": ["10.42.1.1"]}}, "bad_field"),
-        ("pods", {"metadata": {"name": "x"}, "status": {"conditions": {"type": "Ready"}}}, "bad_field"),
-        ("pods", {"metadata": {"name": "x"}, "status": "Running"}, "bad_field"),
-        ("services", {"metadata": {"name": "x"}, "spec": {"ports": [{"port": True}]}}, "bad_field"),
-        ("services", {"metadata": {"name": "x"}, "spec": {"ports": [{"port": 70000}]}}, "bad_field"),
-        ("services", {"metadata": {"name": "x"}, "spec": {"clusterIP": None, "ports": None}}, None),
-        ("endpointslices", {"metadata": {"name": "x"}, "endpoints": [{"targetRef": {"name": "a" * 300}}]},
-         "bad_field"),
-        ("ingresses", {"metadata": {"name": "x"}, "spec": {"rules": [{"host": "a.example\r\nX: y"}]}}, "bad_field"),
-        ("ingresses", {"metadata": {"name": "x"}, "spec": {"rules": [{"host": "*.example.com"}]}}, None),
-        ("ingresses", {"metadata": {"name": "x"}, "spec": {"rules": [{"http": {"paths": [{"path": "/a b"}]}}]}},
-         "bad_field"),
-        ("nodes", {"metadata": {"name": "n"}, "spec": {"unschedulable": "yes"}}, "bad_field"),
-    ],
-)
-def test_object_problems(resource: str, obj: object, reason: str | None) -> None:
-    assert object_problem(resource, obj) == reason

@@ -6,7 +6,9 @@ item and watch event is checked here, before it reaches the store: the fields :m
 the JSON type it expects (absent and ``null`` are fine, they read as empty). A mistyped object is skipped and
 counted by ``reason`` — a closed set, used as a metric label — and the stream goes on.
 
-The shapes list only what discovery reads; everything else in an object is ignored, whatever its type.
+The shapes list only what discovery reads; everything else in an object is ignored, whatever its type, and
+not kept: :func:`decode` returns the object cut down to its shape (no managedFields, no pod specs, only the
+``netpath.io/`` annotations), so the store's memory follows the number of objects, not what they carry.
 """
 
 from __future__ import annotations
@@ -60,8 +62,12 @@ Shape = Any
 
 _CONDITIONS: Shape = [{"type": str, "status": str}]
 _METADATA: Shape = {
-    "name": Name, "namespace": Name, "resourceVersion": str, "deletionTimestamp": str,
-    "labels": StrMap, "annotations": StrMap,
+    "name": Name,
+    "namespace": Name,
+    "resourceVersion": str,
+    "deletionTimestamp": str,
+    "labels": StrMap,
+    "annotations": StrMap,
 }
 _PORTS: Shape = [{"name": str, "port": Port, "protocol": str}]
 
@@ -79,18 +85,33 @@ SHAPES: dict[str, Shape] = {
         "status": {"loadBalancer": {"ingress": [{"ip": str}]}},
     },
     "endpointslices": {
-        "endpoints": [{
-            "addresses": [str], "nodeName": Name, "conditions": {"ready": bool, "terminating": bool},
-            "targetRef": {"name": Name},
-        }],
+        "endpoints": [
+            {
+                "addresses": [str],
+                "nodeName": Name,
+                "conditions": {"ready": bool, "terminating": bool},
+                "targetRef": {"name": Name},
+            }
+        ],
         "ports": _PORTS,
     },
     "ingresses": {
         "spec": {
             "tls": [{"hosts": [str]}],
-            "rules": [{"host": Host, "http": {"paths": [{
-                "path": UrlPath, "pathType": str, "backend": {"service": {"name": Name}},
-            }]}}],
+            "rules": [
+                {
+                    "host": Host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": UrlPath,
+                                "pathType": str,
+                                "backend": {"service": {"name": Name}},
+                            }
+                        ]
+                    },
+                }
+            ],
         },
     },
 }
@@ -123,6 +144,29 @@ def metadata_problem(obj: Any) -> str | None:
     if not isinstance(meta, dict) or not fits(meta, _METADATA):
         return "bad_metadata"
     return None
+
+
+def project(value: Any, shape: Shape) -> Any:
+    """``value`` (which fits ``shape``) with only the keys the shape names; absent and null keys dropped."""
+    if isinstance(shape, dict):
+        return {k: project(value[k], s) for k, s in shape.items() if value.get(k) is not None}
+    if isinstance(shape, list):
+        return [project(v, shape[0]) for v in value if v is not None]
+    return value
+
+
+_KEPT_ANNOTATIONS = "netpath.io/"
+
+
+def decode(resource: str, obj: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """(the object cut down to what discovery reads, None), or (None, the reason it does not fit)."""
+    if reason := object_problem(resource, obj):
+        return None, reason
+    out: dict[str, Any] = project(obj, {"metadata": _METADATA, **SHAPES.get(resource, {})})
+    meta = out["metadata"]
+    if "annotations" in meta:
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k.startswith(_KEPT_ANNOTATIONS)}
+    return out, None
 
 
 def object_problem(resource: str, obj: Any) -> str | None:

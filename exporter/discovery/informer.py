@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 import httpx
 
 from .access import AccessError, ApiAccess
-from .decode import DECODE_REASONS, metadata_problem, object_problem
+from .decode import DECODE_REASONS, decode, metadata_problem
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,10 @@ class Informer:
             page = body.get("items")
             if not isinstance(meta, dict) or not isinstance(page, list | None):
                 raise ApiFailure("decode", "list answer without metadata object or items list")
-            for obj in page or []:
-                if reason := object_problem(self.resource.name, obj):
-                    self._skipped(reason, obj)
+            for item in page or []:
+                obj, reason = decode(self.resource.name, item)
+                if obj is None:
+                    self._skipped(str(reason), item)
                 else:
                     items[object_key(obj)] = obj
             cont = meta.get("continue") or ""
@@ -337,13 +338,15 @@ class Informer:
                 self._skipped("bad_metadata", obj)
                 return
             self.store.pop(key, None)
-        elif reason := object_problem(self.resource.name, obj):
-            self._skipped(reason, obj)
-            # What it is now does not fit: it must not go on being probed as what it was.
-            if self.store.pop(key, None) is None:
-                return
         else:
-            self.store[key] = obj
+            decoded, reason = decode(self.resource.name, obj)
+            if decoded is not None:
+                self.store[key] = decoded
+            else:
+                self._skipped(str(reason), obj)
+                # What it is now does not fit: it must not go on being probed as what it was.
+                if self.store.pop(key, None) is None:
+                    return
         self._on_change()
 
 
