@@ -42,8 +42,13 @@ pytestmark = pytest.mark.timeout(60)
 
 def discovery_config(api: FakeKubeAPI, **kw: object) -> DiscoveryConfig:
     base: dict[str, object] = {
-        "api_url": api.url, "namespace": EXPORTER_NS, "interval": 0.2, "timeout": 0.1,
-        "watch_timeout": 30.0, "backoff_initial": 0.05, "backoff_max": 0.2,
+        "api_url": api.url,
+        "namespace": EXPORTER_NS,
+        "interval": 0.2,
+        "timeout": 0.1,
+        "watch_timeout": 30.0,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
         "dns": DNSConfig(resolv_conf=""),
     }
     base.update(kw)
@@ -106,10 +111,15 @@ async def running(api: FakeKubeAPI, *, static: tuple[AnyTarget, ...] = (), **kw:
     config = Config(source_node="node-1", listen_host="127.0.0.1", listen_port=0, targets=static)
     async with Exporter(config, registry, probe=record) as exporter:
         run = Running(api, exporter, registry, probed)
-        task = asyncio.create_task(run_discovery(
-            discovery_config(api, **kw), source_node="node-1", sources=exporter.sources, registry=registry,
-            rng=random.Random(1),
-        ))
+        task = asyncio.create_task(
+            run_discovery(
+                discovery_config(api, **kw),
+                source_node="node-1",
+                sources=exporter.sources,
+                registry=registry,
+                rng=random.Random(1),
+            )
+        )
         try:
             await eventually(lambda: any(n.startswith("peer/") for n in run.names()))
             yield run
@@ -141,7 +151,13 @@ async def test_a_small_cluster_yields_peers_services_dns_with_path_and_node_fill
         peer = run.target("peer/node-2")
         assert isinstance(peer, TCPTarget)
         assert (peer.host, peer.port, peer.path, peer.via, peer.target_node, peer.source) == (
-            "10.42.2.10", 10047, PathClass.POD_IP, Via.POD, "node-2", "peers")
+            "10.42.2.10",
+            10047,
+            PathClass.POD_IP,
+            Via.POD,
+            "node-2",
+            "peers",
+        )
 
         own = run.target("svc/netpath/netpath-exporter:10047")
         assert isinstance(own, TCPTarget)
@@ -205,12 +221,26 @@ async def test_a_not_ready_node_and_a_terminating_pod_are_not_probed(api: FakeKu
 
 async def test_an_annotated_service_is_probed_by_clusterip_and_by_each_endpoint(api: FakeKubeAPI) -> None:
     web_ports = [port("http", 80, 8080), port("admin", 9000)]
-    api.add("endpointslices", endpoint_slice("web", "shop", [
-        ("web-1", "10.42.2.20", "node-2"), ("web-2", "10.42.3.20", "node-3")],
-        [{"name": "http", "port": 8080}, {"name": "admin", "port": 9000}]))
+    api.add(
+        "endpointslices",
+        endpoint_slice(
+            "web",
+            "shop",
+            [("web-1", "10.42.2.20", "node-2"), ("web-2", "10.42.3.20", "node-3")],
+            [{"name": "http", "port": 8080}, {"name": "admin", "port": 9000}],
+        ),
+    )
     async with running(api) as run:
-        api.add("services", service("web", "shop", "10.43.0.99", web_ports, annotations={
-            "netpath.io/probe": "true", "netpath.io/ports": "http", "netpath.io/path": "/healthz"}))
+        api.add(
+            "services",
+            service(
+                "web",
+                "shop",
+                "10.43.0.99",
+                web_ports,
+                annotations={"netpath.io/probe": "true", "netpath.io/ports": "http", "netpath.io/path": "/healthz"},
+            ),
+        )
         await eventually(lambda: "svc/shop/web:80" in run.names())
         svc = run.target("svc/shop/web:80")
         assert isinstance(svc, HTTPTarget) and svc.url == "http://10.43.0.99:80/healthz"
@@ -221,8 +251,10 @@ async def test_an_annotated_service_is_probed_by_clusterip_and_by_each_endpoint(
         assert "svc/shop/web:9000" not in run.names()  # not selected by the ports annotation
 
         # an endpoint going away (scale down) is one watch event
-        api.modify("endpointslices", endpoint_slice("web", "shop", [("web-1", "10.42.2.20", "node-2")],
-                                                    [{"name": "http", "port": 8080}]))
+        api.modify(
+            "endpointslices",
+            endpoint_slice("web", "shop", [("web-1", "10.42.2.20", "node-2")], [{"name": "http", "port": 8080}]),
+        )
         await eventually(lambda: "ep/shop/web/web-2:8080" not in run.names())
         await eventually(lambda: "svc/shop/web:80" in run.metric_targets())
 
@@ -235,27 +267,57 @@ async def test_coredns_endpoints_coming_and_going_change_dns_targets(api: FakeKu
     qname = "kubernetes.default.svc.cluster.local"
     dns_ports = [port("dns", 53, 53, "UDP"), port("dns-tcp", 53, 53, "TCP")]
     async with running(api) as run:
-        api.modify("endpointslices", endpoint_slice("kube-dns", "kube-system", [
-            ("coredns-a", "10.42.1.3", "node-1"), ("coredns-b", "10.42.2.3", "node-2"),
-            ("coredns-c", "10.42.3.3", "node-3")], dns_ports))
+        api.modify(
+            "endpointslices",
+            endpoint_slice(
+                "kube-dns",
+                "kube-system",
+                [
+                    ("coredns-a", "10.42.1.3", "node-1"),
+                    ("coredns-b", "10.42.2.3", "node-2"),
+                    ("coredns-c", "10.42.3.3", "node-3"),
+                ],
+                dns_ports,
+            ),
+        )
         await eventually(lambda: f"dns/coredns/coredns-c/{qname}" in run.names())
-        api.modify("endpointslices", endpoint_slice("kube-dns", "kube-system", [
-            ("coredns-a", "10.42.1.3", "node-1"), ("coredns-b", "10.42.2.3", "node-2"),
-            ("coredns-c", "10.42.3.3", "node-3")], dns_ports, terminating={"coredns-a"}))
+        api.modify(
+            "endpointslices",
+            endpoint_slice(
+                "kube-dns",
+                "kube-system",
+                [
+                    ("coredns-a", "10.42.1.3", "node-1"),
+                    ("coredns-b", "10.42.2.3", "node-2"),
+                    ("coredns-c", "10.42.3.3", "node-3"),
+                ],
+                dns_ports,
+                terminating={"coredns-a"},
+            ),
+        )
         await eventually(lambda: f"dns/coredns/coredns-a/{qname}" not in run.names())
         assert f"dns/kube-dns/{qname}" in run.names()
 
 
 async def test_an_annotated_ingress_is_probed_through_the_controller_and_node_host_ports(api: FakeKubeAPI) -> None:
     async with running(api) as run:
-        api.add("ingresses", ingress("shop", "shop", "shop.example.com", "web", 80,
-                                     annotations={"netpath.io/probe": "true"}, path="/cart"))
+        api.add(
+            "ingresses",
+            ingress(
+                "shop", "shop", "shop.example.com", "web", 80, annotations={"netpath.io/probe": "true"}, path="/cart"
+            ),
+        )
         api.add("ingresses", ingress("quiet", "shop", "quiet.example.com", "web", 80))  # not opted in
         await eventually(lambda: "ingress/shop/shop/shop.example.com" in run.names())
         via_svc = run.target("ingress/shop/shop/shop.example.com")
         assert isinstance(via_svc, HTTPTarget)
         assert (via_svc.url, via_svc.host_header, via_svc.path, via_svc.via, via_svc.service) == (
-            "http://10.43.0.80:80/cart", "shop.example.com", PathClass.INGRESS, Via.INGRESS, "shop/web")
+            "http://10.43.0.80:80/cart",
+            "shop.example.com",
+            PathClass.INGRESS,
+            Via.INGRESS,
+            "shop/web",
+        )
         on_node = run.target("ingress/shop/shop/shop.example.com@node/node-3")
         assert isinstance(on_node, HTTPTarget)
         assert (on_node.url, on_node.target_node, on_node.via) == ("http://192.168.50.3:80/cart", "node-3", Via.NODE)
@@ -300,8 +362,9 @@ async def test_server_errors_are_counted_and_recovered_from(api: FakeKubeAPI) ->
         await eventually(lambda: api.watch_count("services") == 1)
         api.fail_with(500)
         api.end_watches()
-        await eventually(lambda: run.sample("netpath_discovery_errors_total", resource="services",
-                                            reason="server_error") >= 2)
+        await eventually(
+            lambda: run.sample("netpath_discovery_errors_total", resource="services", reason="server_error") >= 2
+        )
         assert "svc/default/kubernetes:443" in run.names()
         api.fail_with(None)
         api.delete("services", "default", "kubernetes")
@@ -352,10 +415,15 @@ async def test_the_bearer_token_is_read_from_its_file_for_each_request(api: Fake
     registry = CollectorRegistry()
     got: list[list[AnyTarget]] = []
     sources = TargetSources((), got.append)
-    task = asyncio.create_task(run_discovery(
-        discovery_config(api), source_node="node-1", sources=sources, registry=registry,
-        access=ApiAccess(base_url=api.url, token_file=str(token)),
-    ))
+    task = asyncio.create_task(
+        run_discovery(
+            discovery_config(api),
+            source_node="node-1",
+            sources=sources,
+            registry=registry,
+            access=ApiAccess(base_url=api.url, token_file=str(token)),
+        )
+    )
     try:
         await eventually(lambda: bool(got))
         assert {r.headers.get("authorization") for r in api.requests} == {"Bearer first"}
@@ -405,8 +473,13 @@ async def test_mistyped_objects_are_skipped_counted_and_the_stream_goes_on(api: 
         # on the watch: the same and worse
         api.send_event("pods", {"type": "ADDED", "object": {"metadata": "a string"}})
         api.send_event("services", {"type": "MODIFIED", "object": {"metadata": "a string", "spec": {}}})
-        api.send_event("services", {"type": "ADDED", "object": {"metadata": {"name": "x", "namespace": "shop"},
-                                                                "spec": {"ports": [{"port": "80"}]}}})
+        api.send_event(
+            "services",
+            {
+                "type": "ADDED",
+                "object": {"metadata": {"name": "x", "namespace": "shop"}, "spec": {"ports": [{"port": "80"}]}},
+            },
+        )
         api.send_event("nodes", {"type": "ADDED", "object": {"metadata": {"name": 7}}})
         api.send_event("pods", ["not", "an", "event"])
         api.send_event("pods", {"type": "EXPLODED", "object": {}})
@@ -436,8 +509,16 @@ async def test_bad_annotation_values_reject_that_object_counted_per_object(api: 
     web_ports = [port("http", 80, 8080)]
 
     def web(name: str, **annotations: str) -> dict[str, object]:
-        return service(name, "shop", "10.43.0.99", web_ports, annotations={"netpath.io/probe": "true", **{
-            f"netpath.io/{k.replace('_', '-')}": v for k, v in annotations.items()}})
+        return service(
+            name,
+            "shop",
+            "10.43.0.99",
+            web_ports,
+            annotations={
+                "netpath.io/probe": "true",
+                **{f"netpath.io/{k.replace('_', '-')}": v for k, v in annotations.items()},
+            },
+        )
 
     async with running(api) as run:
         api.add("services", web("superscript", path="/healthz", expect_status="²"))
@@ -453,8 +534,9 @@ async def test_bad_annotation_values_reject_that_object_counted_per_object(api: 
         assert not any(n.startswith("svc/shop/") and n != "svc/shop/good:80" for n in run.names())
 
         def errors(annotation: str) -> float:
-            return run.sample("netpath_discovery_annotation_errors", resource="services",
-                              annotation=f"netpath.io/{annotation}")
+            return run.sample(
+                "netpath_discovery_annotation_errors", resource="services", annotation=f"netpath.io/{annotation}"
+            )
 
         assert (errors("expect-status"), errors("path"), errors("ports"), errors("probe")) == (3, 1, 1, 1)
         assert run.sample("netpath_discovery_restarts_total") == 0
@@ -483,10 +565,16 @@ async def test_a_failing_discovery_task_is_restarted_with_backoff_and_says_down_
     sources = FlakySources((), got.append)
     status = DiscoveryStatus()
     run = Running(api, None, registry)  # type: ignore[arg-type]
-    task = asyncio.create_task(run_discovery(
-        discovery_config(api), source_node="node-1", sources=sources, registry=registry,
-        rng=random.Random(1), status=status,
-    ))
+    task = asyncio.create_task(
+        run_discovery(
+            discovery_config(api),
+            source_node="node-1",
+            sources=sources,
+            registry=registry,
+            rng=random.Random(1),
+            status=status,
+        )
+    )
     try:
         await eventually(lambda: run.sample("netpath_discovery_restarts_total") >= 3)
         assert all(run.sample("netpath_discovery_up", resource=r) == 0 for r in ("nodes", "pods", "services"))
@@ -509,15 +597,20 @@ async def test_only_literal_ips_inside_the_cidrs_are_probed(api: FakeKubeAPI) ->
         api.add("nodes", node(f"node-{i}", f"192.168.50.{i}"))
         api.add("pods", exporter_pod(f"node-{i}", ip))
     # a selector-less Service with a hand-written EndpointSlice: anyone who may write both in their namespace
-    api.add("services", service("meta", "tenant", "10.43.0.200", [port("http", 80)],
-                                annotations={"netpath.io/probe": "true"}))
+    api.add(
+        "services",
+        service("meta", "tenant", "10.43.0.200", [port("http", 80)], annotations={"netpath.io/probe": "true"}),
+    )
     slice_ = endpoint_slice("meta", "tenant", [], [port("http", 80)], suffix="manual")
     slice_["metadata"]["labels"].pop("endpointslice.kubernetes.io/managed-by")
-    slice_["endpoints"] = [{"addresses": [a]} for a in ("169.254.169.254", "127.0.0.1", "8.8.8.8", "localhost",
-                                                         "10.42.3.50")]
+    slice_["endpoints"] = [
+        {"addresses": [a]} for a in ("169.254.169.254", "127.0.0.1", "8.8.8.8", "localhost", "10.42.3.50")
+    ]
     api.add("endpointslices", slice_)
-    api.add("services", service("outside", "tenant", "10.99.0.1", [port("http", 80)],
-                                annotations={"netpath.io/probe": "true"}))
+    api.add(
+        "services",
+        service("outside", "tenant", "10.99.0.1", [port("http", 80)], annotations={"netpath.io/probe": "true"}),
+    )
     async with running(api) as run:
         await eventually(lambda: "ep/tenant/meta/10.42.3.50:80" in run.names())
         names = run.names()
@@ -575,10 +668,15 @@ async def test_a_list_answer_over_the_limit_fails_that_list_counted(api: FakeKub
     registry = CollectorRegistry()
     sources = TargetSources((), lambda _: None)
     run = Running(api, None, registry)  # type: ignore[arg-type]
-    task = asyncio.create_task(run_discovery(
-        discovery_config(api, max_list_bytes=256 * 1024), source_node="node-1", sources=sources,
-        registry=registry, rng=random.Random(1),
-    ))
+    task = asyncio.create_task(
+        run_discovery(
+            discovery_config(api, max_list_bytes=256 * 1024),
+            source_node="node-1",
+            sources=sources,
+            registry=registry,
+            rng=random.Random(1),
+        )
+    )
     try:
         await eventually(lambda: run.sample("netpath_discovery_errors_total", resource="pods", reason="too_large") >= 2)
         assert not sources.merged() and run.sample("netpath_discovery_up", resource="pods") == 0
@@ -595,9 +693,15 @@ async def test_a_compressed_answer_is_refused_before_it_inflates(api: FakeKubeAP
     registry = CollectorRegistry()
     sources = TargetSources((), lambda _: None)
     run = Running(api, None, registry)  # type: ignore[arg-type]
-    task = asyncio.create_task(run_discovery(
-        discovery_config(api), source_node="node-1", sources=sources, registry=registry, rng=random.Random(1),
-    ))
+    task = asyncio.create_task(
+        run_discovery(
+            discovery_config(api),
+            source_node="node-1",
+            sources=sources,
+            registry=registry,
+            rng=random.Random(1),
+        )
+    )
     try:
         await eventually(
             lambda: run.sample("netpath_discovery_errors_total", resource="nodes", reason="decode") >= 1, within=20

@@ -44,28 +44,51 @@ def test_a_node_local_nameserver_is_probed_separately_from_the_kube_dns_clusteri
 
 
 def test_headless_services_get_endpoint_targets_only_and_ports_select_by_number() -> None:
-    svc = service("db", "shop", "None", [port("pg", 5432), port("metrics", 9187)],
-                  annotations={"netpath.io/probe": "true", "netpath.io/ports": "5432"})
-    sl = endpoint_slice("db", "shop", [("db-0", "10.42.2.5", "node-2")],
-                        [{"name": "pg", "port": 5432}, {"name": "metrics", "port": 9187}])
+    svc = service(
+        "db",
+        "shop",
+        "None",
+        [port("pg", 5432), port("metrics", 9187)],
+        annotations={"netpath.io/probe": "true", "netpath.io/ports": "5432"},
+    )
+    sl = endpoint_slice(
+        "db",
+        "shop",
+        [("db-0", "10.42.2.5", "node-2")],
+        [{"name": "pg", "port": 5432}, {"name": "metrics", "port": 9187}],
+    )
     services, endpoints = Deriver(DiscoveryConfig(), "node-1").services(
-        ClusterState(nodes=NODES, services=store(svc), endpointslices=store(sl)), {"node-1", "node-2"})
+        ClusterState(nodes=NODES, services=store(svc), endpointslices=store(sl)), {"node-1", "node-2"}
+    )
     assert not any("shop/db" in t.name for t in services)
     assert [t.name for t in endpoints] == ["ep/shop/db/db-0:5432"]
 
 
 def test_tls_ingress_hosts_use_https_and_wildcards_are_skipped() -> None:
-    traefik = service("traefik", "kube-system", "10.43.0.80", [port("web", 80), port("websecure", 443)],
-                      type_="LoadBalancer", lb_ips=["192.168.50.1", "192.168.50.2"])
+    traefik = service(
+        "traefik",
+        "kube-system",
+        "10.43.0.80",
+        [port("web", 80), port("websecure", 443)],
+        type_="LoadBalancer",
+        lb_ips=["192.168.50.1", "192.168.50.2"],
+    )
     secure = ingress("a", "shop", "a.example.com", "web", "http", annotations={"netpath.io/probe": "true"}, tls=True)
     wild = ingress("w", "shop", "*.example.com", "web", 80, annotations={"netpath.io/probe": "true"})
-    state = ClusterState(nodes=NODES, services=store(traefik), ingresses=store(secure, wild),
-                         pods=store(exporter_pod("node-2", "10.42.2.10")))
+    state = ClusterState(
+        nodes=NODES,
+        services=store(traefik),
+        ingresses=store(secure, wild),
+        pods=store(exporter_pod("node-2", "10.42.2.10")),
+    )
     cfg = DiscoveryConfig(ingress=IngressConfig(host_ports=True))
     out = Deriver(cfg, "node-1").ingress(state, {"node-1", "node-2"})
     by_name = {t.name: t for t in out}
-    assert set(by_name) == {"ingress/shop/a/a.example.com", "ingress/shop/a/a.example.com@node/node-1",
-                            "ingress/shop/a/a.example.com@node/node-2"}
+    assert set(by_name) == {
+        "ingress/shop/a/a.example.com",
+        "ingress/shop/a/a.example.com@node/node-1",
+        "ingress/shop/a/a.example.com@node/node-2",
+    }
     target = by_name["ingress/shop/a/a.example.com"]
     assert isinstance(target, HTTPTarget) and target.url == "https://10.43.0.80:443/"
 
@@ -81,10 +104,14 @@ OPT_IN = {"netpath.io/probe": "true"}
         ({}, None),
         ({"netpath.io/probe": "false", "netpath.io/expect-status": "²"}, None),  # not opted in: not read
         (OPT_IN, ProbeAnnotations()),
-        ({"netpath.io/probe": "True", "netpath.io/expect-status": " 200 , 401"},
-         ProbeAnnotations(expect=frozenset({200, 401}))),
-        ({**OPT_IN, "netpath.io/ports": "http, 8443", "netpath.io/path": "/healthz?full=1"},
-         ProbeAnnotations(ports=frozenset({"http", "8443"}), path="/healthz?full=1")),
+        (
+            {"netpath.io/probe": "True", "netpath.io/expect-status": " 200 , 401"},
+            ProbeAnnotations(expect=frozenset({200, 401})),
+        ),
+        (
+            {**OPT_IN, "netpath.io/ports": "http, 8443", "netpath.io/path": "/healthz?full=1"},
+            ProbeAnnotations(ports=frozenset({"http", "8443"}), path="/healthz?full=1"),
+        ),
     ],
 )
 def test_good_annotations_parse(annotations: dict[str, str], parsed: ProbeAnnotations | None) -> None:

@@ -291,7 +291,9 @@ class Deriver:
         for _, pod in sorted(state.pods.items()):
             node = str(_dict(pod, "spec").get("nodeName") or "")
             if (
-                node in usable_nodes and pod_is_usable(pod) and node not in by_node
+                node in usable_nodes
+                and pod_is_usable(pod)
+                and node not in by_node
                 and (ip := self._address(str(_dict(pod, "status")["podIP"]), "pod", "peers", notes))
             ):
                 by_node[node] = ip
@@ -306,9 +308,14 @@ class Deriver:
         chosen = select_peers(self.source_node, candidates, self.cfg.peers.k, self.cfg.peers.all_up_to)
         return [
             TCPTarget(
-                name=f"peer/{node}", path=PathClass.POD_IP, via=Via.POD, target_node=node,
-                host=candidates[node], port=self.cfg.peers.port,
-                service=f"{self.cfg.namespace}/{self.cfg.service}", **self._common(),
+                name=f"peer/{node}",
+                path=PathClass.POD_IP,
+                via=Via.POD,
+                target_node=node,
+                host=candidates[node],
+                port=self.cfg.peers.port,
+                service=f"{self.cfg.namespace}/{self.cfg.service}",
+                **self._common(),
             )
             for node in chosen
         ]
@@ -322,8 +329,12 @@ class Deriver:
         port = self.cfg.service_port
         return [
             TCPTarget(
-                name=f"svc/{self.cfg.namespace}/{self.cfg.service}:{port}", path=PathClass.CLUSTER_IP,
-                via=Via.SERVICE, service=f"{self.cfg.namespace}/{self.cfg.service}", host=ip, port=port,
+                name=f"svc/{self.cfg.namespace}/{self.cfg.service}:{port}",
+                path=PathClass.CLUSTER_IP,
+                via=Via.SERVICE,
+                service=f"{self.cfg.namespace}/{self.cfg.service}",
+                host=ip,
+                port=port,
                 **self._common(),
             )
         ]
@@ -338,10 +349,17 @@ class Deriver:
         if api is not None and (ip := self._service_ip(api, "services", notes)):
             for p in _list(_dict(api, "spec"), "ports"):
                 if isinstance(p, dict) and isinstance(p.get("port"), int):
-                    services.append(TCPTarget(
-                        name=f"svc/default/kubernetes:{p['port']}", path=PathClass.CLUSTER_IP, via=Via.SERVICE,
-                        service="default/kubernetes", host=ip, port=p["port"], **self._common(),
-                    ))
+                    services.append(
+                        TCPTarget(
+                            name=f"svc/default/kubernetes:{p['port']}",
+                            path=PathClass.CLUSTER_IP,
+                            via=Via.SERVICE,
+                            service="default/kubernetes",
+                            host=ip,
+                            port=p["port"],
+                            **self._common(),
+                        )
+                    )
         slices = _slices_by_service(state)
         for (ns, name), svc in sorted(state.services.items()):
             if (ns, name) in ((self.cfg.namespace, self.cfg.service), ("default", "kubernetes")):
@@ -359,22 +377,56 @@ class Deriver:
             for p in ports:
                 number = p["port"]
                 if ip:
-                    services.append(self._svc_or_ep(
-                        f"svc/{ns}/{name}:{number}", PathClass.CLUSTER_IP, Via.SERVICE, "", f"{ns}/{name}",
-                        ip, number, ann.path, ann.expect,
-                    ))
+                    services.append(
+                        self._svc_or_ep(
+                            f"svc/{ns}/{name}:{number}",
+                            PathClass.CLUSTER_IP,
+                            Via.SERVICE,
+                            "",
+                            f"{ns}/{name}",
+                            ip,
+                            number,
+                            ann.path,
+                            ann.expect,
+                        )
+                    )
                 for pod, raw_ip, node, target_port in _endpoints(slices.get((ns, name), []), p, usable_nodes):
                     if pod_ip := self._address(raw_ip, "pod", "endpoints", notes):
-                        endpoints.append(self._svc_or_ep(
-                            f"ep/{ns}/{name}/{pod}:{target_port}", PathClass.POD_IP, Via.POD, node, f"{ns}/{name}",
-                            pod_ip, target_port, ann.path, ann.expect,
-                        ))
+                        endpoints.append(
+                            self._svc_or_ep(
+                                f"ep/{ns}/{name}/{pod}:{target_port}",
+                                PathClass.POD_IP,
+                                Via.POD,
+                                node,
+                                f"{ns}/{name}",
+                                pod_ip,
+                                target_port,
+                                ann.path,
+                                ann.expect,
+                            )
+                        )
         return services, _unique(endpoints)
 
-    def _svc_or_ep(self, name: str, path_class: PathClass, via: Via, node: str, service: str, host: str,
-                   port: int, http_path: str, expect: frozenset[int]) -> AnyTarget:
-        common: dict[str, Any] = {"name": name, "path": path_class, "via": via, "target_node": node,
-                                  "service": service, **self._common()}
+    def _svc_or_ep(
+        self,
+        name: str,
+        path_class: PathClass,
+        via: Via,
+        node: str,
+        service: str,
+        host: str,
+        port: int,
+        http_path: str,
+        expect: frozenset[int],
+    ) -> AnyTarget:
+        common: dict[str, Any] = {
+            "name": name,
+            "path": path_class,
+            "via": via,
+            "target_node": node,
+            "service": service,
+            **self._common(),
+        }
         if http_path:
             return HTTPTarget(url=_url(host, port, http_path), expect_status=expect, **common)
         return TCPTarget(host=host, port=port, **common)
@@ -417,11 +469,21 @@ class Deriver:
         for prefix, ip, via, node, udp, tcp in servers:
             for qname, expect in questions.items():
                 for proto in self.cfg.dns.transports:
-                    out.append(DNSTarget(
-                        name=f"{prefix}/{qname}", path=PathClass.DNS, via=via, target_node=node,
-                        service=f"{ns}/{name}", server=ip, port=udp if proto is Transport.UDP else tcp,
-                        protocol=proto, query_name=qname, expect=expect, **self._common(),
-                    ))
+                    out.append(
+                        DNSTarget(
+                            name=f"{prefix}/{qname}",
+                            path=PathClass.DNS,
+                            via=via,
+                            target_node=node,
+                            service=f"{ns}/{name}",
+                            server=ip,
+                            port=udp if proto is Transport.UDP else tcp,
+                            protocol=proto,
+                            query_name=qname,
+                            expect=expect,
+                            **self._common(),
+                        )
+                    )
         return out
 
     # ingress -------------------------------------------------------------------------------------------
@@ -441,13 +503,18 @@ class Deriver:
         # as peers, plus its own, to keep the count per exporter at K+1 instead of N.
         host_nodes: list[tuple[str, str]] = []
         if self.cfg.ingress.host_ports:
-            lb_ips = {str(i.get("ip")) for i in _list(_dict(_dict(controller, "status"), "loadBalancer"), "ingress")
-                      if isinstance(i, dict) and i.get("ip")}
+            lb_ips = {
+                str(i.get("ip"))
+                for i in _list(_dict(_dict(controller, "status"), "loadBalancer"), "ingress")
+                if isinstance(i, dict) and i.get("ip")
+            }
             wanted = set(self.chosen_peers(state, usable_nodes)) | {self.source_node}
             for (_, node), obj in sorted(state.nodes.items()):
                 addr = node_internal_ip(obj)
                 if (
-                    node in wanted and node in usable_nodes and addr in lb_ips
+                    node in wanted
+                    and node in usable_nodes
+                    and addr in lb_ips
                     and (checked := self._address(addr, "node", "ingress", notes))
                 ):
                     host_nodes.append((node, checked))
@@ -469,19 +536,31 @@ class Deriver:
                 if port is None:
                     continue
                 common: dict[str, Any] = {
-                    "path": PathClass.INGRESS, "host_header": host, "expect_status": ann.expect,
-                    "service": f"{ns}/{backend}" if backend else "", **self._common(),
+                    "path": PathClass.INGRESS,
+                    "host_header": host,
+                    "expect_status": ann.expect,
+                    "service": f"{ns}/{backend}" if backend else "",
+                    **self._common(),
                 }
                 if ip:
-                    out.append(HTTPTarget(
-                        name=f"ingress/{ns}/{name}/{host}", via=Via.INGRESS, url=_url(ip, port, path, scheme),
-                        **common,
-                    ))
+                    out.append(
+                        HTTPTarget(
+                            name=f"ingress/{ns}/{name}/{host}",
+                            via=Via.INGRESS,
+                            url=_url(ip, port, path, scheme),
+                            **common,
+                        )
+                    )
                 for node, addr in host_nodes:
-                    out.append(HTTPTarget(
-                        name=f"ingress/{ns}/{name}/{host}@node/{node}", via=Via.NODE, target_node=node,
-                        url=_url(addr, port, path, scheme), **common,
-                    ))
+                    out.append(
+                        HTTPTarget(
+                            name=f"ingress/{ns}/{name}/{host}@node/{node}",
+                            via=Via.NODE,
+                            target_node=node,
+                            url=_url(addr, port, path, scheme),
+                            **common,
+                        )
+                    )
         return _unique(out)
 
 
@@ -525,8 +604,11 @@ def _slice_port(sl: Obj, protocol: str, default: int) -> int:
 
 def _selected_ports(svc: Obj, wanted: frozenset[str]) -> list[Obj]:
     """TCP ports of the Service named (by name or number) in ``wanted``; all TCP ports if it is empty."""
-    ports = [p for p in _list(_dict(svc, "spec"), "ports")
-             if isinstance(p, dict) and isinstance(p.get("port"), int) and p.get("protocol", "TCP") == "TCP"]
+    ports = [
+        p
+        for p in _list(_dict(svc, "spec"), "ports")
+        if isinstance(p, dict) and isinstance(p.get("port"), int) and p.get("protocol", "TCP") == "TCP"
+    ]
     if not wanted:
         return ports
     return [p for p in ports if str(p.get("name", "")) in wanted or str(p["port"]) in wanted]
@@ -537,9 +619,14 @@ def _endpoints(slices: list[Obj], svc_port: Obj, usable_nodes: set[str]) -> Iter
     and the resolved target port number."""
     name = str(svc_port.get("name") or "")
     for sl in slices:
-        numbers = [int(p["port"]) for p in _list(sl, "ports")
-                   if isinstance(p, dict) and str(p.get("name") or "") == name and isinstance(p.get("port"), int)
-                   and p.get("protocol", "TCP") == "TCP"]
+        numbers = [
+            int(p["port"])
+            for p in _list(sl, "ports")
+            if isinstance(p, dict)
+            and str(p.get("name") or "") == name
+            and isinstance(p.get("port"), int)
+            and p.get("protocol", "TCP") == "TCP"
+        ]
         for number in numbers:
             for pod, ip, node in _ready_endpoints(sl, usable_nodes):
                 yield pod, ip, node, number

@@ -150,17 +150,23 @@ async def _run_once(
         for key, problems in derivation.notes.annotation_errors.items():
             if reported.get(key) != problems:  # once per object and problem, not once per round
                 resource, ns, name = key
-                log.warning("%s %s/%s not probed: %s", resource, ns, name,
-                            "; ".join(f"{a}: {p}" for a, p in problems))
+                log.warning("%s %s/%s not probed: %s", resource, ns, name, "; ".join(f"{a}: {p}" for a, p in problems))
         reported.clear()
         reported.update(derivation.notes.annotation_errors)
 
     async with access.client(httpx.Timeout(10.0)) as http:
         for resource in watched:
             informers[resource.name] = Informer(
-                resource, http, access, on_change=publish, watch_timeout=cfg.watch_timeout,
-                backoff_initial=cfg.backoff_initial, backoff_max=cfg.backoff_max, rng=rng,
-                max_line_bytes=cfg.max_watch_line_bytes, max_list_bytes=cfg.max_list_bytes,
+                resource,
+                http,
+                access,
+                on_change=publish,
+                watch_timeout=cfg.watch_timeout,
+                backoff_initial=cfg.backoff_initial,
+                backoff_max=cfg.backoff_max,
+                rng=rng,
+                max_line_bytes=cfg.max_watch_line_bytes,
+                max_list_bytes=cfg.max_list_bytes,
                 stats=status.stats[resource.name],
             )
         status.informers = list(informers.values())
