@@ -458,7 +458,9 @@ def bad_pod(name: str, node_name: str, **status: object) -> dict[str, object]:
     return obj
 
 
-async def test_mistyped_objects_are_skipped_counted_and_the_stream_goes_on(api: FakeKubeAPI) -> None:
+async def test_mistyped_objects_are_skipped_counted_and_the_stream_goes_on(
+    api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
     # in the first list: an item whose metadata is a string, one that is not an object, a mistyped field
     api.add_raw_item("pods", {"metadata": "netpath-exporter-x", "status": {"podIP": "10.42.9.9"}})
     api.add_raw_item("pods", "not an object")
@@ -503,6 +505,8 @@ async def test_mistyped_objects_are_skipped_counted_and_the_stream_goes_on(api: 
         # an object that stops fitting stops being probed (it is not kept as it was)
         api.modify("pods", bad_pod("netpath-exporter-node-4", "node-4", phase=["Running"]))
         await eventually(lambda: "peer/node-4" not in run.names())
+        skips = [r.getMessage() for r in caplog.records if "does not decode" in r.getMessage()]
+        assert len(skips) >= 12 and max(len(m) for m in skips) < 400  # named briefly, never dumped whole
 
 
 async def test_bad_annotation_values_reject_that_object_counted_per_object(api: FakeKubeAPI) -> None:

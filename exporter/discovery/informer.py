@@ -303,18 +303,18 @@ class Informer:
 
     def _skipped(self, reason: str, what: object) -> None:
         self.stats.decode_errors[reason] = self.stats.decode_errors.get(reason, 0) + 1
-        log.warning("%s: skipped an object that does not decode (%s): %.200r", self.resource.name, reason, what)
+        log.warning("%s: skipped an object that does not decode (%s): %s", self.resource.name, reason, _brief(what))
 
     def _apply(self, line: bytes) -> None:
         try:
             event = json.loads(line)
         except (ValueError, RecursionError):
-            self._skipped("not_json", line[:200])
+            self._skipped("not_json", line)
             return
         kind = event.get("type") if isinstance(event, dict) else None
         obj = event.get("object") if isinstance(event, dict) else None
         if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR") or not isinstance(obj, dict):
-            self._skipped("bad_event", line[:200])
+            self._skipped("bad_event", line)
             return
         if kind == "ERROR":
             code = obj.get("code")
@@ -359,6 +359,22 @@ async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
         raise ApiFailure("decode", f"{response.url.path}: unrequested Content-Encoding {coding[:40]!r}")
     async for chunk in response.aiter_raw():
         yield chunk
+
+
+def _brief(what: object) -> str:
+    """A short, safe description for a log line: never the repr of a whole hostile object (it may be megabytes,
+    or nested deep enough that repr itself fails)."""
+    if isinstance(what, bytes):
+        return repr(what[:200])
+    meta = what.get("metadata") if isinstance(what, dict) else None
+    if isinstance(meta, dict):
+        ns, name = meta.get("namespace"), meta.get("name")
+        ns_text = ns[:63] if isinstance(ns, str) else f"<{type(ns).__name__}>"
+        name_text = name[:253] if isinstance(name, str) else f"<{type(name).__name__}>"
+        return repr(f"{ns_text}/{name_text}")
+    if isinstance(what, dict):
+        return f"an object whose metadata is {type(meta).__name__}"
+    return f"a JSON {type(what).__name__}"
 
 
 def object_key(obj: Obj) -> Key:
