@@ -200,3 +200,16 @@ def test_namespace_allow_and_deny_lists_apply_to_opted_in_objects_only() -> None
     # the configured cluster services are the operator's, not a tenant's: never filtered
     dns = Deriver(DiscoveryConfig(namespaces_allow=("a",)), "node-1").dns(state, set())
     assert any(t.name.startswith("dns/kube-dns/") for t in dns)
+
+
+def test_a_bad_annotation_on_an_ingress_rejects_that_ingress_only() -> None:
+    traefik = service("traefik", "kube-system", "10.43.0.80", [port("web", 80)])
+    bad = ingress("bad", "shop", "a.example.com", "web", 80, annotations={**OPT_IN, "netpath.io/expect-status": "²"})
+    good = ingress("good", "shop", "b.example.com", "web", 80, annotations=OPT_IN)
+    notes = Notes()
+    cfg = DiscoveryConfig(ingress=IngressConfig(host_ports=False))
+    out = Deriver(cfg, "node-1").ingress(
+        ClusterState(services=store(traefik), ingresses=store(bad, good)), set(), notes
+    )
+    assert [t.name for t in out] == ["ingress/shop/good/b.example.com"]
+    assert list(notes.annotation_errors) == [("ingresses", "shop", "bad")]
