@@ -14,6 +14,11 @@ There is no API server on these machines, so this follows the wire protocol clos
 * Faults: :meth:`fail_with` answers every request with an error Status; :meth:`go_down` stops listening
   (connections are refused) and cuts open watches; :meth:`come_up` listens again on the same port;
   :meth:`end_watches` closes open watches cleanly.
+* Hostile input: :meth:`add_raw_item` puts anything (a string, an object whose ``metadata`` is a string) into
+  every list answer; :meth:`send_event` sends any JSON value as a watch event and :meth:`send_raw` any bytes
+  (no newline, not JSON, megabytes of it) down open watches; ``list_padding`` makes list answers that many
+  bytes larger, ``list_chunked`` sends them chunked, without a Content-Length, ``list_gzip`` compressed whatever
+  the client asked for (a small answer that inflates to ``list_padding``).
 
 Objects are plain dicts in the real JSON shape; the builders at the bottom make the usual ones.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gzip
 import json
 import re
 from collections.abc import Iterator
@@ -60,7 +66,8 @@ class _Watch:
     resource: str
     namespace: str | None
     selector: str
-    queue: asyncio.Queue[tuple[str, Obj] | None] = field(default_factory=asyncio.Queue)
+    # (type, object) events, raw bytes to write as they are, or None: end the stream
+    queue: asyncio.Queue[tuple[str, Obj] | bytes | None] = field(default_factory=asyncio.Queue)
 
 
 class FakeKubeAPI:
@@ -75,6 +82,10 @@ class FakeKubeAPI:
         self._watches: set[_Watch] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._fail: tuple[int, str] | None = None
+        self.raw_items: dict[str, list[Any]] = {r: [] for r in RESOURCES}
+        self.list_padding = 0
+        self.list_chunked = False
+        self.list_gzip = False
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -122,9 +133,30 @@ class FakeKubeAPI:
         for watch in list(self._watches):
             kind = RESOURCES[watch.resource][2]
             watch.queue.put_nowait(
-                ("BOOKMARK", {"kind": kind, "apiVersion": RESOURCES[watch.resource][1],
-                              "metadata": {"resourceVersion": str(self.rv)}})
+                (
+                    "BOOKMARK",
+                    {
+                        "kind": kind,
+                        "apiVersion": RESOURCES[watch.resource][1],
+                        "metadata": {"resourceVersion": str(self.rv)},
+                    },
+                )
             )
+
+    def add_raw_item(self, resource: str, item: Any) -> None:
+        """Serve ``item`` as it is in every list of ``resource`` (never in a watch, never in scope checks)."""
+        self.raw_items[resource].append(item)
+
+    def send_event(self, resource: str, event: Any) -> None:
+        """Send any JSON value as one event line to every open watch of ``resource`` (not kept in history)."""
+        self.send_raw(resource, json.dumps(event).encode() + b"\n")
+
+    def send_raw(self, resource: str, data: bytes, piece: int = 64 * 1024) -> None:
+        """Write ``data`` as it is (in chunks of ``piece`` bytes) down every open watch of ``resource``."""
+        for watch in list(self._watches):
+            if watch.resource == resource:
+                for i in range(0, len(data), piece):
+                    watch.queue.put_nowait(data[i : i + piece])
 
     def watch_count(self, resource: str) -> int:
         return sum(1 for w in self._watches if w.resource == resource)
@@ -237,7 +269,12 @@ class FakeKubeAPI:
         meta: Obj = {"resourceVersion": str(self.rv)}
         if start + limit < len(items):
             meta["continue"] = str(start + limit)
-        await _send_json(w, 200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta, "items": page})
+        else:
+            page = [*page, *self.raw_items[req.resource]]
+        body: Obj = {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta, "items": page}
+        if self.list_padding:
+            body["padding"] = "x" * self.list_padding
+        await _send_json(w, 200, body, chunked=self.list_chunked, gzipped=self.list_gzip)
 
     async def _watch(self, req: Request, selector: str, w: asyncio.StreamWriter) -> None:
         watch = _Watch(req.resource, req.namespace, selector)
@@ -245,17 +282,23 @@ class FakeKubeAPI:
         backlog: list[tuple[str, Obj]] = []
         expired = False
         if rv_text in ("", "0"):
-            backlog = [("ADDED", o) for o in self.objects[req.resource].values()
-                       if _in_scope(o, req.namespace, selector)]
+            backlog = [
+                ("ADDED", o) for o in self.objects[req.resource].values() if _in_scope(o, req.namespace, selector)
+            ]
         else:
             rv = int(rv_text)
             if rv < self.compacted_rv:
                 expired = True
             else:
-                backlog = [(t, o) for (v, r, t, o) in self.history
-                           if v > rv and r == req.resource and _in_scope(o, req.namespace, selector)]
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-                b"Cache-Control: no-cache, private\r\nConnection: close\r\n\r\n")
+                backlog = [
+                    (t, o)
+                    for (v, r, t, o) in self.history
+                    if v > rv and r == req.resource and _in_scope(o, req.namespace, selector)
+                ]
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            b"Cache-Control: no-cache, private\r\nConnection: close\r\n\r\n"
+        )
         if expired:
             status = _status(410, "Expired", f"too old resource version: {rv_text} ({self.compacted_rv})")
             await _send_chunk(w, {"type": "ERROR", "object": status})
@@ -269,6 +312,10 @@ class FakeKubeAPI:
             timeout = float(req.params["timeoutSeconds"]) if "timeoutSeconds" in req.params else None
             async with asyncio.timeout(timeout):
                 while (item := await watch.queue.get()) is not None:
+                    if isinstance(item, bytes):
+                        w.write(f"{len(item):x}\r\n".encode() + item + b"\r\n")
+                        await w.drain()
+                        continue
                     event, obj = item
                     if event == "BOOKMARK" and not bookmarks:
                         continue
@@ -295,17 +342,46 @@ def _route(path: str) -> tuple[str, str | None] | None:
 
 
 def _status(code: int, reason: str, message: str) -> Obj:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
-async def _send_json(w: asyncio.StreamWriter, code: int, body: Obj) -> None:
+async def _send_json(
+    w: asyncio.StreamWriter, code: int, body: Obj, *, chunked: bool = False, gzipped: bool = False
+) -> None:
     data = json.dumps(body).encode()
-    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-              410: "Gone", 500: "Internal Server Error", 503: "Service Unavailable"}.get(code, "Error")
-    w.write(f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-            .encode() + data)
-    await w.drain()
+    if gzipped:
+        data = gzip.compress(data, compresslevel=1)
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        410: "Gone",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(code, "Error")
+    head = f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
+    if gzipped:
+        head += "Content-Encoding: gzip\r\n"
+    if not chunked:
+        w.write(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        await w.drain()
+        return
+    w.write(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+    for i in range(0, len(data), 64 * 1024):
+        piece = data[i : i + 64 * 1024]
+        w.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        await w.drain()
+    await _end_chunks(w)
 
 
 async def _send_chunk(w: asyncio.StreamWriter, event: Obj) -> None:
@@ -372,15 +448,28 @@ def node(name: str, ip: str, *, ready: bool = True, unschedulable: bool = False,
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "conditions": [
                 {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
-                {"type": "Ready", "status": "True" if ready else "Unknown",
-                 "reason": "KubeletReady" if ready else "NodeStatusUnknown", "lastTransitionTime": _TS},
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "Unknown",
+                    "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+                    "lastTransitionTime": _TS,
+                },
             ],
         },
     }
 
 
-def pod(name: str, namespace: str, node_name: str, ip: str, *, labels: dict[str, str] | None = None,
-        ready: bool = True, terminating: bool = False, phase: str = "Running") -> Obj:
+def pod(
+    name: str,
+    namespace: str,
+    node_name: str,
+    ip: str,
+    *,
+    labels: dict[str, str] | None = None,
+    ready: bool = True,
+    terminating: bool = False,
+    phase: str = "Running",
+) -> Obj:
     meta: Obj = {"name": name, "namespace": namespace, "labels": labels or {}, "creationTimestamp": _TS}
     if terminating:
         meta["deletionTimestamp"] = _TS
@@ -401,9 +490,16 @@ def pod(name: str, namespace: str, node_name: str, ip: str, *, labels: dict[str,
     }
 
 
-def service(name: str, namespace: str, cluster_ip: str, ports: list[Obj], *,
-            annotations: dict[str, str] | None = None, type_: str = "ClusterIP",
-            lb_ips: list[str] | None = None) -> Obj:
+def service(
+    name: str,
+    namespace: str,
+    cluster_ip: str,
+    ports: list[Obj],
+    *,
+    annotations: dict[str, str] | None = None,
+    type_: str = "ClusterIP",
+    lb_ips: list[str] | None = None,
+) -> Obj:
     obj: Obj = {
         "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
         "spec": {"type": type_, "clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "ports": ports},
@@ -418,38 +514,76 @@ def port(name: str, number: int, target: int | str | None = None, protocol: str 
     return {"name": name, "port": number, "protocol": protocol, "targetPort": target if target is not None else number}
 
 
-def endpoint_slice(service_name: str, namespace: str, endpoints: list[tuple[str, str, str]],
-                   ports: list[Obj], *, suffix: str = "abcde", terminating: set[str] | None = None) -> Obj:
+def endpoint_slice(
+    service_name: str,
+    namespace: str,
+    endpoints: list[tuple[str, str, str]],
+    ports: list[Obj],
+    *,
+    suffix: str = "abcde",
+    terminating: set[str] | None = None,
+) -> Obj:
     """endpoints: (pod name, pod IP, node name)."""
     terminating = terminating or set()
     return {
-        "metadata": {"name": f"{service_name}-{suffix}", "namespace": namespace,
-                     "labels": {"kubernetes.io/service-name": service_name,
-                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "metadata": {
+            "name": f"{service_name}-{suffix}",
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": service_name,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
         "addressType": "IPv4",
         "endpoints": [
-            {"addresses": [ip],
-             "conditions": {"ready": p not in terminating, "serving": True, "terminating": p in terminating},
-             "nodeName": n, "targetRef": {"kind": "Pod", "namespace": namespace, "name": p}}
+            {
+                "addresses": [ip],
+                "conditions": {"ready": p not in terminating, "serving": True, "terminating": p in terminating},
+                "nodeName": n,
+                "targetRef": {"kind": "Pod", "namespace": namespace, "name": p},
+            }
             for p, ip, n in endpoints
         ],
         "ports": [{"name": p["name"], "port": p["port"], "protocol": p.get("protocol", "TCP")} for p in ports],
     }
 
 
-def ingress(name: str, namespace: str, host: str, backend: str, backend_port: int | str, *,
-            annotations: dict[str, str] | None = None, path: str = "/", tls: bool = False) -> Obj:
+def ingress(
+    name: str,
+    namespace: str,
+    host: str,
+    backend: str,
+    backend_port: int | str,
+    *,
+    annotations: dict[str, str] | None = None,
+    path: str = "/",
+    tls: bool = False,
+) -> Obj:
     port_ref = {"number": backend_port} if isinstance(backend_port, int) else {"name": backend_port}
     spec: Obj = {
         "ingressClassName": "traefik",
-        "rules": [{"host": host, "http": {"paths": [
-            {"path": path, "pathType": "Prefix", "backend": {"service": {"name": backend, "port": port_ref}}}
-        ]}}],
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": path,
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": backend, "port": port_ref}},
+                        }
+                    ]
+                },
+            }
+        ],
     }
     if tls:
         spec["tls"] = [{"hosts": [host], "secretName": f"{name}-tls"}]
-    return {"metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
-            "spec": spec, "status": {"loadBalancer": {}}}
+    return {
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+        "spec": spec,
+        "status": {"loadBalancer": {}},
+    }
 
 
 def iter_all(api: FakeKubeAPI) -> Iterator[tuple[str, Obj]]:
@@ -479,8 +613,23 @@ def populate_small_cluster(api: FakeKubeAPI, nodes: int = 3) -> None:
     api.add("services", service("netpath-exporter", EXPORTER_NS, "10.43.0.47", [port("metrics", 10047)]))
     dns_ports = [port("dns", 53, 53, "UDP"), port("dns-tcp", 53, 53, "TCP"), port("metrics", 9153)]
     api.add("services", service("kube-dns", "kube-system", "10.43.0.10", dns_ports))
-    api.add("endpointslices", endpoint_slice("kube-dns", "kube-system", [
-        ("coredns-a", "10.42.1.3", "node-1"), ("coredns-b", "10.42.2.3", "node-2")], dns_ports))
-    api.add("services", service("traefik", "kube-system", "10.43.0.80",
-                                [port("web", 80, 8000), port("websecure", 443, 8443)], type_="LoadBalancer",
-                                lb_ips=[f"192.168.50.{i}" for i in range(1, nodes + 1)]))
+    api.add(
+        "endpointslices",
+        endpoint_slice(
+            "kube-dns",
+            "kube-system",
+            [("coredns-a", "10.42.1.3", "node-1"), ("coredns-b", "10.42.2.3", "node-2")],
+            dns_ports,
+        ),
+    )
+    api.add(
+        "services",
+        service(
+            "traefik",
+            "kube-system",
+            "10.43.0.80",
+            [port("web", 80, 8000), port("websecure", 443, 8443)],
+            type_="LoadBalancer",
+            lb_ips=[f"192.168.50.{i}" for i in range(1, nodes + 1)],
+        ),
+    )

@@ -22,9 +22,27 @@ def ca_pem(tmp_path: Path) -> Path:
         pytest.skip("openssl not installed")
     key, crt = tmp_path / "ca.key", tmp_path / "ca.crt"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=test-ca"],
-        check=True, capture_output=True, timeout=30,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return crt
 
@@ -58,20 +76,30 @@ def test_a_missing_token_file_is_an_access_error(tmp_path: Path, ca_pem: Path) -
 
 def kubeconfig(tmp_path: Path, user: dict[str, object], cluster: dict[str, object]) -> Path:
     path = tmp_path / "config"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "dev",
-        "contexts": [{"name": "dev", "context": {"cluster": "k3s", "user": "me"}}],
-        "clusters": [{"name": "k3s", "cluster": cluster}],
-        "users": [{"name": "me", "user": user}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "dev",
+                "contexts": [{"name": "dev", "context": {"cluster": "k3s", "user": "me"}}],
+                "clusters": [{"name": "k3s", "cluster": cluster}],
+                "users": [{"name": "me", "user": user}],
+            }
+        )
+    )
     return path
 
 
 def test_kubeconfig_current_context_with_token_and_inline_ca(tmp_path: Path, ca_pem: Path) -> None:
-    path = kubeconfig(tmp_path, {"token": "t0k"}, {
-        "server": "https://192.168.50.1:6443/",
-        "certificate-authority-data": base64.b64encode(ca_pem.read_bytes()).decode(),
-    })
+    path = kubeconfig(
+        tmp_path,
+        {"token": "t0k"},
+        {
+            "server": "https://192.168.50.1:6443/",
+            "certificate-authority-data": base64.b64encode(ca_pem.read_bytes()).decode(),
+        },
+    )
     access = kubeconfig_access(str(path))
     assert access.base_url == "https://192.168.50.1:6443"
     assert isinstance(access.verify, ssl.SSLContext)

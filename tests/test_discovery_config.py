@@ -21,18 +21,47 @@ def test_absent_means_no_discovery_and_empty_means_defaults() -> None:
 
 
 def test_a_full_section_parses() -> None:
-    d = parse_discovery({
-        "namespace": "monitoring", "service": "np", "cluster_domain": "k8s.local.", "api_url": "http://127.0.0.1:8001",
-        "interval": "30s", "timeout": "2s", "watch_timeout": "5m", "backoff": {"initial": "100ms", "max": "10s"},
-        "peers": {"k": "all", "label_selector": "app=np,tier=probe", "port": 9000},
-        "services": False,
-        "dns": {"names": ["example.com"], "transports": ["tcp"], "resolv_conf": ""},
-        "ingress": {"controller_service": "ingress-nginx/ingress-nginx-controller", "host_ports": False},
-    })
+    d = parse_discovery(
+        {
+            "namespace": "monitoring",
+            "service": "np",
+            "cluster_domain": "k8s.local.",
+            "api_url": "http://127.0.0.1:8001",
+            "interval": "30s",
+            "timeout": "2s",
+            "watch_timeout": "5m",
+            "backoff": {"initial": "100ms", "max": "10s"},
+            "peers": {"k": "all", "label_selector": "app=np,tier=probe", "port": 9000},
+            "services": False,
+            "dns": {"names": ["example.com"], "transports": ["tcp"], "resolv_conf": ""},
+            "ingress": {"controller_service": "ingress-nginx/ingress-nginx-controller", "host_ports": False},
+        }
+    )
     assert d.peers.k is None and d.peers.port == 9000
     assert d.services.enabled is False and d.cluster_domain == "k8s.local"
     assert d.watch_timeout == 300 and d.backoff_initial == 0.1
     assert d.dns.names == ("example.com",) and d.dns.transports == (Transport.TCP,)
+
+
+def test_the_address_policy_defaults_to_k3s_and_parses() -> None:
+    d = parse_discovery({})
+    assert [str(n) for n in d.pod_cidrs] == ["10.42.0.0/16"] and [str(n) for n in d.service_cidrs] == ["10.43.0.0/16"]
+    assert [str(n) for n in d.node_cidrs] == ["0.0.0.0/0", "::/0"]
+    assert (d.namespaces_allow, d.namespaces_deny) == ((), ())
+    assert (d.max_watch_line_bytes, d.max_list_bytes) == (4 * 1024 * 1024, 64 * 1024 * 1024)
+    d = parse_discovery(
+        {
+            "pod_cidrs": ["10.244.0.0/16", "fd00:10:244::/56"],
+            "service_cidrs": ["10.96.0.0/12"],
+            "node_cidrs": ["192.168.50.0/24"],
+            "namespaces": {"allow": ["shop", "web"], "deny": ["kube-system"]},
+            "max_watch_line_bytes": 1048576,
+            "max_list_bytes": 16777216,
+        }
+    )
+    assert [str(n) for n in d.pod_cidrs] == ["10.244.0.0/16", "fd00:10:244::/56"]
+    assert (d.namespaces_allow, d.namespaces_deny) == (("shop", "web"), ("kube-system",))
+    assert (d.max_watch_line_bytes, d.max_list_bytes) == (1048576, 16777216)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +86,16 @@ def test_a_full_section_parses() -> None:
         ({"backoff": {"initial": "10s", "max": "1s"}}, "discovery.backoff.max"),
         ({"watch_timeout": "-1s"}, "discovery.watch_timeout"),
         ({"nodes": 3}, "discovery.nodes"),
+        ({"pod_cidrs": "10.42.0.0/16"}, "discovery.pod_cidrs"),
+        ({"pod_cidrs": []}, "discovery.pod_cidrs"),
+        ({"pod_cidrs": ["10.42.0.1/16"]}, "discovery.pod_cidrs[0]"),
+        ({"service_cidrs": ["10.43.0.0/16", "localhost"]}, "discovery.service_cidrs[1]"),
+        ({"node_cidrs": [7]}, "discovery.node_cidrs[0]"),
+        ({"namespaces": {"allow": "shop"}}, "discovery.namespaces.allow"),
+        ({"namespaces": {"deny": ["Shop"]}}, "discovery.namespaces.deny[0]"),
+        ({"namespaces": {"only": ["shop"]}}, "discovery.namespaces.only"),
+        ({"max_watch_line_bytes": 10}, "discovery.max_watch_line_bytes"),
+        ({"max_list_bytes": "64MiB"}, "discovery.max_list_bytes"),
         ("yes", "discovery"),
     ],
 )

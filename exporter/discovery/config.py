@@ -6,6 +6,7 @@ the config.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +21,14 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# K3s defaults (--cluster-cidr, --service-cidr): discovered pod and Service addresses outside them are not probed.
+DEFAULT_POD_CIDRS: tuple[IPNetwork, ...] = (ipaddress.ip_network("10.42.0.0/16"),)
+DEFAULT_SERVICE_CIDRS: tuple[IPNetwork, ...] = (ipaddress.ip_network("10.43.0.0/16"),)
+DEFAULT_NODE_CIDRS: tuple[IPNetwork, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,14 @@ class DiscoveryConfig:
     services: ServicesConfig = field(default_factory=ServicesConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     ingress: IngressConfig = field(default_factory=IngressConfig)
+    # Which discovered addresses may be probed (docs/discovery.md, "No open prober").
+    pod_cidrs: tuple[IPNetwork, ...] = DEFAULT_POD_CIDRS  # peers, endpoints, CoreDNS pods
+    service_cidrs: tuple[IPNetwork, ...] = DEFAULT_SERVICE_CIDRS  # ClusterIPs
+    node_cidrs: tuple[IPNetwork, ...] = DEFAULT_NODE_CIDRS  # node addresses (ingress host ports)
+    namespaces_allow: tuple[str, ...] = ()  # opted-in Services/Ingresses: only these namespaces (empty: all)
+    namespaces_deny: tuple[str, ...] = ()  # …and never these
+    max_watch_line_bytes: int = 4 * MiB  # one watch event; a longer line drops the stream (then relist)
+    max_list_bytes: int = 64 * MiB  # one list page
 
 
 # --- readers ---------------------------------------------------------------------------------------------
@@ -101,6 +118,24 @@ def _label_selector(value: Any, where: str) -> str:
     return text
 
 
+def _cidrs(value: Any, where: str) -> tuple[IPNetwork, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, "expected a non-empty list of CIDRs such as [10.42.0.0/16]")
+    out: list[IPNetwork] = []
+    for i, item in enumerate(value):
+        try:
+            out.append(ipaddress.ip_network(read_str(item, f"{where}[{i}]")))
+        except ValueError:
+            raise ConfigError(f"{where}[{i}]", f"not a CIDR with its host bits zero: {str(item)[:60]!r}") from None
+    return tuple(out)
+
+
+def _namespace_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(where, "expected a list of namespace names")
+    return tuple(_dns_label(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
 def _section(doc: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
     raw = doc.get(key, {})
     if isinstance(raw, bool):  # `peers: false` switches a source off
@@ -126,6 +161,7 @@ def default_namespace() -> str:
 _TOP_KEYS = {
     "namespace", "service", "service_port", "cluster_domain", "api_url", "kubeconfig", "interval", "timeout",
     "watch_timeout", "backoff", "peers", "services", "dns", "ingress",
+    "pod_cidrs", "service_cidrs", "node_cidrs", "namespaces", "max_watch_line_bytes", "max_list_bytes",
 }
 
 
@@ -210,6 +246,9 @@ def parse_discovery(
         host_ports=read_bool(g.get("host_ports", True), "discovery.ingress.host_ports"),
     )
 
+    namespaces = read_mapping(doc.get("namespaces"), "discovery.namespaces")
+    check_keys(namespaces, {"allow", "deny"}, "discovery.namespaces")
+
     return DiscoveryConfig(
         namespace=_dns_label(doc["namespace"], "discovery.namespace") if "namespace" in doc else default_namespace(),
         service=_dns_label(doc.get("service", d.service), "discovery.service"),
@@ -226,4 +265,18 @@ def parse_discovery(
         services=services,
         dns=dns,
         ingress=ingress,
+        pod_cidrs=_cidrs(doc["pod_cidrs"], "discovery.pod_cidrs") if "pod_cidrs" in doc else d.pod_cidrs,
+        service_cidrs=(
+            _cidrs(doc["service_cidrs"], "discovery.service_cidrs") if "service_cidrs" in doc else d.service_cidrs
+        ),
+        node_cidrs=_cidrs(doc["node_cidrs"], "discovery.node_cidrs") if "node_cidrs" in doc else d.node_cidrs,
+        namespaces_allow=_namespace_list(namespaces.get("allow", []), "discovery.namespaces.allow"),
+        namespaces_deny=_namespace_list(namespaces.get("deny", []), "discovery.namespaces.deny"),
+        max_watch_line_bytes=read_int(
+            doc.get("max_watch_line_bytes", d.max_watch_line_bytes), "discovery.max_watch_line_bytes",
+            64 * 1024, 256 * MiB,
+        ),
+        max_list_bytes=read_int(
+            doc.get("max_list_bytes", d.max_list_bytes), "discovery.max_list_bytes", 64 * 1024, 1024 * MiB
+        ),
     )
