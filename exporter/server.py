@@ -105,11 +105,12 @@ CacheKey = tuple[str, bool, tuple[str, ...]]
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("reader", "task", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.task = asyncio.current_task()
 
 
 @dataclass
@@ -184,10 +185,13 @@ class MetricsServer:
             await self._stop.wait()
         finally:
             server.close()
+            tasks = [conn.task for conn in self._open if conn.task is not None]
             for conn in list(self._open):
                 conn.writer.transport.abort()
             for future in list(self._in_executor):
                 future.cancel()  # a rendering finishing after the loop closed must not call into it
+            if tasks:  # they end on their own now (EOF, or 503 for a cancelled rendering); asyncio.run cancels none
+                await asyncio.wait(tasks, timeout=2)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = writer.transport
@@ -204,6 +208,10 @@ class MetricsServer:
             await self._converse(conn)
         except (ConnectionError, TimeoutError):
             pass  # the client went away or was too slow: nothing to tell it, nothing worth logging
+        except asyncio.CancelledError:
+            # Only at shutdown, and nobody awaits this task: ending it cancelled would make asyncio.streams
+            # (3.11) log a CancelledError traceback per open connection from its done-callback.
+            pass
         except Exception:
             log.exception("HTTP connection failed")
         finally:
@@ -278,6 +286,10 @@ class MetricsServer:
                     started = self._loop.time()
                 h.receive_data(data)
             elif isinstance(event, h11.Request):
+                # h11 bounds only a head still incomplete in its buffer; one read can hold a whole larger head
+                if len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers) > MAX_HEAD_BYTES:
+                    await self._refuse(conn, h, 431, "request header fields too large")
+                    return None
                 request = event
             elif isinstance(event, h11.Data):
                 body += len(event.data)
@@ -301,13 +313,12 @@ class MetricsServer:
             *response.headers,
         ]
         head = h.send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
-        writer = conn.writer
-        writer.write(head or b"")
-        if not head_only and response.body:
-            writer.write(h.send(h11.Data(data=response.body)) or b"")
-        writer.write(h.send(h11.EndOfMessage()) or b"")
+        body = b"" if head_only or not response.body else h.send(h11.Data(data=response.body))
+        # One write, one send(): every syscall releases and retakes the GIL, and a thread that does that often
+        # keeps the probe loop's thread waiting for it (the GIL convoy effect).
+        conn.writer.write(b"".join((head or b"", body or b"", h.send(h11.EndOfMessage()) or b"")))
         async with asyncio.timeout(self._limits.write_timeout):
-            await writer.drain()
+            await conn.writer.drain()
 
     # --- what each path answers ---
 
@@ -415,6 +426,11 @@ class MetricsServer:
                 return await asyncio.shield(future)  # other requests may be waiting on the same future
         except TimeoutError:
             return Response(503, TEXT, f"{what} busy\n".encode())
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                return Response(503, TEXT, b"shutting down\n", (("connection", "close"),))
+            raise
 
 
 def _reusable(rendering: _Rendering, now: float, ttl: float) -> bool:
@@ -422,7 +438,8 @@ def _reusable(rendering: _Rendering, now: float, ttl: float) -> bool:
         return not rendering.future.cancelled()
     if rendering.future.cancelled() or rendering.future.result().status != 200:
         return False
-    return rendering.finished_at is not None and now - rendering.finished_at <= ttl
+    # finished_at is None for the moment between the future completing and its done-callback running
+    return rendering.finished_at is None or now - rendering.finished_at <= ttl
 
 
 def _environ(query: str, accept: str, accept_encoding: str) -> dict[str, Any]:
