@@ -15,12 +15,14 @@ import resource
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from subprocess import PIPE
 
 import pytest
@@ -29,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.server import MetricsServer, Response, ServingLimits
+from lab.loopback import tcp_listener
 
 
 def registry_of(series: int, *, label_bytes: int = 8) -> CollectorRegistry:
@@ -149,7 +152,6 @@ def test_concurrent_and_pipelined_scrapes_share_one_rendering() -> None:
     registry = CollectorRegistry()
     counter = CountingCollector()
     registry.register(counter)
-    counter.collects = 0  # register() collected once to learn the names
     with serving(registry, limits=ServingLimits(cache_seconds=60)) as server:
         results: list[int] = []
 
@@ -222,6 +224,71 @@ def test_routes_index_and_errors() -> None:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
             assert read_until_closed(sock, time.monotonic() + 5).startswith(b"HTTP/1.1 431 ")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(port: int, path: str, until: Callable[[bytes], bool], seconds: float = 20) -> bytes:
+    """GET path until its body satisfies `until` (bounded); the last body."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            status, _, body = get(port, path)
+            if status == 200 and until(body):
+                return body
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{path} not ready in {seconds} s"
+        time.sleep(0.2)
+
+
+def test_the_real_exporter_serves_gzip_and_name_filters_and_restarts_on_its_port(tmp_path: Path) -> None:
+    """`netpath-exporter run` end to end: its own collectors (empty describe()) filter by name[] too, and a
+    restart right after SIGTERM, with scrapers' keep-alive connections still open, binds the same port."""
+    port = free_port()
+    with tcp_listener() as ok:
+        config = tmp_path / "c.yaml"
+        targets = ", ".join(
+            f"{{name: t{i}, kind: tcp, path: pod_ip, address: '127.0.0.1:{ok.port}'}}" for i in range(3)
+        )
+        config.write_text(
+            f"listen: 127.0.0.1:{port}\ndefaults: {{interval: 1s, timeout: 500ms}}\n"
+            f"node_facts: {{enabled: false}}\ntargets: [{targets}]\n"
+        )
+        argv = [sys.executable, "-m", "exporter", "run", "--config", str(config)]
+        errors = []
+        for run in range(2):
+            proc = subprocess.Popen(argv, stderr=PIPE, text=True)
+            try:
+                if run == 0:
+                    plain = wait_for(port, "/metrics", lambda b: b.count(b"netpath_probe_success{") == 3)
+                    status, headers, zipped = get(port, "/metrics", {"Accept-Encoding": "gzip"})
+                    assert status == 200 and headers["content-encoding"] == "gzip"
+                    assert len(zipped) < len(plain) / 4 and b"netpath_probe_success{" in gzip.decompress(zipped)
+                    path = "/metrics?name[]=netpath_probe_success&name[]=process_open_fds"
+                    filtered = wait_for(port, path, lambda b: b.count(b"netpath_probe_success{") == 3)
+                    assert set(families(filtered)) == {"netpath_probe_success", "process_open_fds"}
+                    kept = []
+                    for _ in range(3):  # answered, kept alive, still open when the exporter stops
+                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                        conn.request("GET", "/healthz")
+                        conn.getresponse().read()
+                        kept.append(conn)
+                else:
+                    wait_for(port, "/healthz", lambda b: b == b"ok\n")
+            finally:
+                proc.terminate()
+                _, err = proc.communicate(timeout=20)
+            errors.append(err)
+            assert proc.returncode == 0, err
+        for conn in kept:
+            conn.close()
+    for err in errors:
+        assert "Traceback" not in err and "already in use" not in err, err
 
 
 # --- the bounded, timed serving path ---
