@@ -8,9 +8,11 @@ makes them (one keep-alive connection, `Accept: application/openmetrics-text` or
 - **fresh**: requests spaced further apart than the server's exposition cache, so every one renders;
 - **back-to-back**: requests in a tight loop, which is what many concurrent scrapers look like to the server.
 
-The peer in the same run is `generate_latest()` on an in-process registry of the same size: what
-prometheus_client's text rendering alone costs for that many lines. Everything talks to 127.0.0.1; every loop is
-bounded by a count. Run: `.venv/bin/python bench/scrape_cost.py [--targets 100 1000] [--requests 20]`.
+Peers in the same run: `generate_latest()` on an in-process registry of the same size (what prometheus_client's
+text rendering alone costs for that many lines), and with `--compare DIR` the same exporter from another source
+tree (e.g. `git worktree add /tmp/before <rev>`), measured right after this one at each target count so both see
+the same machine load. Everything talks to 127.0.0.1; every loop is bounded by a count.
+Run: `.venv/bin/python bench/scrape_cost.py [--targets 100 1000] [--requests 12] [--compare DIR]`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import gzip
 import http.client
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -79,7 +82,7 @@ def acceptors() -> Iterator[list[int]]:
 
 
 @contextmanager
-def exporter(n: int, ports: list[int], interval: float) -> Iterator[int]:
+def exporter(n: int, ports: list[int], interval: float, source: Path) -> Iterator[int]:
     listen = free_port()
     doc = {
         "listen": f"127.0.0.1:{listen}",
@@ -94,7 +97,7 @@ def exporter(n: int, ports: list[int], interval: float) -> Iterator[int]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(doc, f)
     bin_ = Path(sys.executable).parent / "netpath-exporter"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(source)}
     proc = subprocess.Popen([str(bin_), "run", "--config", f.name], stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 30
@@ -115,7 +118,9 @@ def exporter(n: int, ports: list[int], interval: float) -> Iterator[int]:
         os.unlink(f.name)
 
 
-def get(port: int, path: str, accept: str, *, gzip_: bool, conn: http.client.HTTPConnection | None = None) -> tuple[float, bytes, int]:
+def get(
+    port: int, path: str, accept: str, *, gzip_: bool, conn: http.client.HTTPConnection | None = None
+) -> tuple[float, bytes, int]:
     own = conn is None
     c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Accept": accept, **({"Accept-Encoding": "gzip"} if gzip_ else {})}
@@ -172,21 +177,35 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--interval", type=float, default=5.0, help="probe interval, seconds (default 5)")
     parser.add_argument("--spacing", type=float, default=1.2, help="seconds between 'fresh' requests (default 1.2)")
+    parser.add_argument("--compare", type=Path, help="another source tree of the exporter, measured alongside")
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     args = parser.parse_args()
-    print(f"Run: `{' '.join(sys.argv)}` on {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.\n")
-    print("| targets | format | gzip | series | body | fresh GET /metrics | back-to-back | peer: generate_latest alone |")
-    print("|---|---|---|---|---|---|---|---|")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally blocks: no exporter left behind
+    sources = [("this tree", ROOT)] + ([(f"{args.compare}", args.compare.resolve())] if args.compare else [])
+    print(
+        f"Run: `{' '.join(sys.argv)}` on {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}, load average "
+        f"{os.getloadavg()[0]:.1f} at start.\n"
+    )
+    print(
+        "| targets | exporter | format | gzip | series | body | fresh GET /metrics | back-to-back | "
+        "peer: generate_latest alone |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     with acceptors() as ports:
         for n in args.targets:
-            with exporter(n, ports, args.interval) as port:
-                for fmt in FORMATS:
-                    for gz in (False, True):
-                        fresh, size, count = measure(port, fmt, gz, args.requests, args.spacing)
-                        tight, _, _ = measure(port, fmt, gz, args.requests, 0.0)
-                        peer = peer_render(count, max(3, args.requests // 4))
-                        print(f"| {n} | {fmt} | {'yes' if gz else 'no'} | {count} | {size / 1024:.1f} KiB | "
-                              f"{ms(fresh)} | {ms(tight)} | {ms(peer)} |", flush=True)
+            for label, source in sources:
+                with exporter(n, ports, args.interval, source) as port:
+                    for fmt in args.formats:
+                        for gz in (False, True):
+                            fresh, size, count = measure(port, fmt, gz, args.requests, args.spacing)
+                            tight, _, _ = measure(port, fmt, gz, args.requests, 0.0)
+                            peer = peer_render(count, max(3, args.requests // 4))
+                            print(
+                                f"| {n} | {label} | {fmt} | {'yes' if gz else 'no'} | {count} | "
+                                f"{size / 1024:.1f} KiB | {ms(fresh)} | {ms(tight)} | {ms(peer)} |",
+                                flush=True,
+                            )
     return 0
 
 
