@@ -291,6 +291,40 @@ def test_the_real_exporter_serves_gzip_and_name_filters_and_restarts_on_its_port
         assert "Traceback" not in err and "already in use" not in err, err
 
 
+STUCK_RENDER_THEN_EXIT = textwrap.dedent(
+    """
+    import sys, threading, time, urllib.request
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import GaugeMetricFamily
+    from exporter.server import MetricsServer
+
+    class Stuck:
+        def collect(self):
+            time.sleep(60)
+            yield GaugeMetricFamily("stuck", "never finishes in time", value=1)
+
+    registry = CollectorRegistry()
+    registry.register(Stuck())
+    server = MetricsServer("127.0.0.1", 0, registry, healthy=lambda: (True, "ok"), ready=lambda: (True, "ok"))
+    server.start()
+    scrape = lambda: urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=90).read()
+    threading.Thread(target=lambda: sys.exit(scrape()), daemon=True).start()
+    time.sleep(0.5)  # the rendering is running
+    server.close()
+    print("closed", flush=True)
+    """
+)
+
+
+def test_a_rendering_in_progress_does_not_hold_up_the_process_exit() -> None:
+    """SIGTERM must end the exporter in bounded time (issue 15): the render thread is a daemon, so a slow
+    collector cannot keep the interpreter from exiting (ThreadPoolExecutor joins its workers at exit)."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", STUCK_RENDER_THEN_EXIT], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0 and result.stdout == "closed\n", result.stderr
+    assert time.monotonic() - started < 30  # not the collector's 60 s
+
+
 # --- the bounded, timed serving path ---
 
 
