@@ -114,7 +114,7 @@ async def _run(config: Config) -> int:
             print(f"netpath-exporter: discovery: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    registry = CollectorRegistry()
+    registry = CollectorRegistry(support_collectors_without_names=True)  # name[]= must see describe-less collectors
     ProcessCollector(registry=registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
