@@ -21,14 +21,22 @@ def test_absent_means_no_discovery_and_empty_means_defaults() -> None:
 
 
 def test_a_full_section_parses() -> None:
-    d = parse_discovery({
-        "namespace": "monitoring", "service": "np", "cluster_domain": "k8s.local.", "api_url": "http://127.0.0.1:8001",
-        "interval": "30s", "timeout": "2s", "watch_timeout": "5m", "backoff": {"initial": "100ms", "max": "10s"},
-        "peers": {"k": "all", "label_selector": "app=np,tier=probe", "port": 9000},
-        "services": False,
-        "dns": {"names": ["example.com"], "transports": ["tcp"], "resolv_conf": ""},
-        "ingress": {"controller_service": "ingress-nginx/ingress-nginx-controller", "host_ports": False},
-    })
+    d = parse_discovery(
+        {
+            "namespace": "monitoring",
+            "service": "np",
+            "cluster_domain": "k8s.local.",
+            "api_url": "http://127.0.0.1:8001",
+            "interval": "30s",
+            "timeout": "2s",
+            "watch_timeout": "5m",
+            "backoff": {"initial": "100ms", "max": "10s"},
+            "peers": {"k": "all", "label_selector": "app=np,tier=probe", "port": 9000},
+            "services": False,
+            "dns": {"names": ["example.com"], "transports": ["tcp"], "resolv_conf": ""},
+            "ingress": {"controller_service": "ingress-nginx/ingress-nginx-controller", "host_ports": False},
+        }
+    )
     assert d.peers.k is None and d.peers.port == 9000
     assert d.services.enabled is False and d.cluster_domain == "k8s.local"
     assert d.watch_timeout == 300 and d.backoff_initial == 0.1
@@ -57,6 +65,22 @@ def test_a_full_section_parses() -> None:
         ({"backoff": {"initial": "10s", "max": "1s"}}, "discovery.backoff.max"),
         ({"watch_timeout": "-1s"}, "discovery.watch_timeout"),
         ({"nodes": 3}, "discovery.nodes"),
+        ({"cluster_domain": "..."}, "discovery.cluster_domain"),
+        ({"cluster_domain": "cluster..local"}, "discovery.cluster_domain"),
+        ({"cluster_domain": "Cluster.Local"}, "discovery.cluster_domain"),
+        ({"cluster_domain": ["cluster.local"]}, "discovery.cluster_domain"),
+        ({"dns": {"names": ["a..b"]}}, "discovery.dns.names[0]"),
+        ({"dns": {"names": ["ok.example", "-bad.example"]}}, "discovery.dns.names[1]"),
+        ({"dns": {"resolv_conf": "/etc/resolv\n.conf"}}, "discovery.dns.resolv_conf"),
+        ({"api_url": "http://127.0.0.1:0"}, "discovery.api_url"),
+        ({"api_url": "http://127.0.0.1:8001\r\nX: y"}, "discovery.api_url"),
+        ({"api_url": "http://user@127.0.0.1:8001"}, "discovery.api_url"),
+        ({"interval": float("nan")}, "discovery.interval"),
+        ({"interval": "10us"}, "discovery.interval"),
+        ({"watch_timeout": float("inf")}, "discovery.watch_timeout"),
+        ({"backoff": {"initial": "1us"}}, "discovery.backoff.initial"),
+        ({"kubeconfig": ["a"]}, "discovery.kubeconfig"),
+        (0, "discovery"),
         ("yes", "discovery"),
     ],
 )
@@ -64,3 +88,8 @@ def test_errors_name_the_field(raw: Any, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"source_node": "n", "discovery": raw})
     assert info.value.where == field, str(info.value)
+
+
+def test_an_api_url_may_name_a_host() -> None:
+    d = parse_discovery({"api_url": "https://kubernetes.default.svc:443/", "cluster_domain": "k8s.local."})
+    assert d.api_url == "https://kubernetes.default.svc:443" and d.cluster_domain == "k8s.local"
