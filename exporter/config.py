@@ -202,7 +202,10 @@ def read_probe_url(value: Any, where: str) -> str:
     expected = "expected http://IP[:port]/path or https://…"
     if not _URL_TEXT.fullmatch(url):
         raise ConfigError(where, f"{expected} (printable ASCII, no spaces), got {shown(url)}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": a bracket without its pair
+        raise ConfigError(where, f"{expected}, got {shown(url)}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(where, f"{expected}, got {shown(url)}")
     if "@" in parts.netloc:
@@ -376,7 +379,7 @@ def parse_listen(config: Config, listen: str) -> Config:
 # keeps the worst document's parse well under a second.
 MAX_FILE_BYTES = 256 * 1024
 MAX_DEPTH = 32  # the deepest valid config is 5 levels (discovery.dns.names[i])
-MAX_VALUES = 100_000  # YAML nodes, each alias counted as the nodes it repeats
+MAX_VALUES = 50_000  # YAML nodes, each alias counted as the nodes it repeats (a static target is about 11)
 MAX_BUCKETS = 64
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -399,16 +402,20 @@ class _GuardedComposer(Composer, SafeConstructor, Resolver):
         Resolver.__init__(self)
         self._depth = 0
         self._sizes: dict[int, int] = {}  # id(node) → values it expands to; the nodes live as long as this
+        self._values = 0  # values of the document so far, aliases expanded
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        # Counted as they come, so the budget stops the work, not only the result.
+        event = self.peek_event()
         if self.check_event(AliasEvent):
-            event = self.peek_event()
             alias = super().compose_node(parent, index)
             if id(alias) not in self._sizes:
                 raise _composer_error("an alias inside the value it names (a cycle)", event.start_mark)
+            self._charge(self._sizes[id(alias)], event)
             return alias
+        self._charge(1, event)
         if self._depth >= MAX_DEPTH:
-            raise _composer_error(f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            raise _composer_error(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
@@ -420,10 +427,15 @@ class _GuardedComposer(Composer, SafeConstructor, Resolver):
         elif isinstance(node, MappingNode):
             size += sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
             _refuse_duplicate_keys(node)
-        if size > MAX_VALUES and node is not None:
-            raise ComposerError(None, None, f"more than {MAX_VALUES} values with its aliases expanded", node.start_mark)
         self._sizes[id(node)] = size
         return node
+
+    def _charge(self, values: int, event: Event) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _composer_error(
+                f"more than {MAX_VALUES} values (aliases counted as what they repeat)", event.start_mark
+            )
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
@@ -542,7 +554,7 @@ def parse_config_text(text: str, name: str = "<config>") -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
-        raise ConfigError(where, f"not valid YAML: {exc.problem or exc.context}") from None
+        raise ConfigError(where, f"not valid YAML: {'; '.join(filter(None, (exc.context, exc.problem)))}") from None
     except yaml.YAMLError as exc:  # a ReaderError: no mark (the text was checked above; belt and braces)
         raise ConfigError(name, f"not valid YAML: {exc}") from None
     finally:

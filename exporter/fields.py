@@ -15,11 +15,16 @@ import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: nothing a name, a path or
+# a header value may hold, and what would split a log line or an HTTP header.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 # A message is one log line: the field and what is wrong, never a whole value.
 _MAX_WHERE, _MAX_PROBLEM = 200, 400
 
 
 def _cut(text: str, limit: int) -> str:
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)  # one line, whatever a key or value held
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -117,10 +122,6 @@ def read_bool(value: Any, where: str) -> bool:
 
 
 # --- strings ---------------------------------------------------------------------------------------------
-
-# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: nothing a name, a path or
-# a header value may hold, and what would split a log line or an HTTP header.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def read_str(value: Any, where: str, *, max_len: int = 4096) -> str:
@@ -287,9 +288,8 @@ def check_keys(raw: Mapping[Any, Any], allowed: set[str], where: str) -> None:
             raise ConfigError(where or "(top level)", f"keys are names, got the key {shown(key)}")
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(
-            f"{prefix}{_cut(unknown[0], 60)}", f"unknown key (allowed here: {', '.join(sorted(allowed))})"
-        )
+        key = unknown[0] if re.fullmatch(r"[\w.-]{1,60}", unknown[0]) else shown(unknown[0])
+        raise ConfigError(f"{prefix}{key}", f"unknown key (allowed here: {', '.join(sorted(allowed))})")
 
 
 def read_mapping(value: Any, where: str) -> Mapping[str, Any]:
