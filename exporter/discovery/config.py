@@ -115,17 +115,6 @@ def _label_selector(value: Any, where: str) -> str:
     return text
 
 
-def _api_url(value: Any, where: str) -> str:
-    """http(s)://host[:port] of the API server (kubectl proxy, tests): a host name is fine here, port 0 is not."""
-    text = read_str(value, where, max_len=300)
-    m = re.fullmatch(r"https?://([^/@?#\s]+?)/?", text)
-    try:
-        read_host_header(m.group(1) if m else None, where)
-    except ConfigError:
-        raise ConfigError(where, f"expected http(s)://host[:port] (port 1-65535), got {shown(text)}") from None
-    return text.rstrip("/")
-
-
 def _section(doc: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
     raw = doc.get(key, {})
     if isinstance(raw, bool):  # `peers: false` switches a source off
@@ -144,6 +133,17 @@ def default_namespace() -> str:
             return f.read().strip() or "netpath"
     except OSError:
         return "netpath"
+
+
+def _api_url(value: Any, where: str) -> str:
+    """http(s)://host[:port] of the API server (kubectl proxy, tests): a host name is fine here, port 0 is not."""
+    text = read_str(value, where, max_len=300)
+    m = re.fullmatch(r"https?://([^/@?#\s]+?)/?", text)
+    try:
+        read_host_header(m.group(1) if m else None, where)
+    except ConfigError:
+        raise ConfigError(where, f"expected http(s)://host[:port] (port 1-65535), got {shown(text)}") from None
+    return text.rstrip("/")
 
 
 # --- the section ----------------------------------------------------------------------------------------
