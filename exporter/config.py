@@ -375,11 +375,11 @@ def parse_listen(config: Config, listen: str) -> Config:
 # nodes under a depth limit and a budget of values that counts every alias as the values it stands for,
 # before any Python object is built. Every way of failing is a ConfigError naming the file position.
 
-# A ConfigMap holds at most 1 MiB; a quarter of that is ~2 500 static targets (discovery finds the rest) and
-# keeps the worst document's parse well under a second.
-MAX_FILE_BYTES = 256 * 1024
+# A ConfigMap holds at most 1 MiB; an eighth of that is ~1 500 static targets in flow style (discovery finds
+# the rest) and keeps the worst document's parse well under a second on a busy node (bench/config_load.py).
+MAX_FILE_BYTES = 128 * 1024
 MAX_DEPTH = 32  # the deepest valid config is 5 levels (discovery.dns.names[i])
-MAX_VALUES = 50_000  # YAML nodes, each alias counted as the nodes it repeats (a static target is about 11)
+MAX_VALUES = 25_000  # YAML nodes, each alias counted as the nodes it repeats (a static target is about 11)
 MAX_BUCKETS = 64
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -138,7 +138,7 @@ HOSTILE: list[tuple[str, FileMaker, str, str]] = [
     ("kind-list", text(_tcp(kind="[tcp]")), "targets[0].kind", "expected one of"),
     ("nested-flow-50000", text("[" * 50_000), "config.yaml:1:", "nesting depth"),
     ("nested-block-50000", text("- " * 50_000 + "x\n"), "config.yaml:1:", f"deeper than {MAX_DEPTH}"),
-    ("nested-mapping-50000", text("{a: " * 50_000), "config.yaml:1:", "nest"),
+    ("nested-mapping-30000", text("{a: " * 30_000), "config.yaml:1:", "nest"),
     ("dev-zero", path("/dev/zero"), "/dev/zero", "not a regular file"),
     ("fifo", fifo, "config.yaml", "not a regular file (a FIFO)"),
     ("directory", path("/"), "/", "not a regular file (a directory)"),
