@@ -375,7 +375,7 @@ def parse_listen(config: Config, listen: str) -> Config:
 # nodes under a depth limit and a budget of values that counts every alias as the values it stands for,
 # before any Python object is built. Every way of failing is a ConfigError naming the file position.
 
-# A ConfigMap holds at most 1 MiB; an eighth of that is ~1 500 static targets in flow style (discovery finds
+# A ConfigMap holds at most 1 MiB; an eighth of that is ~1 900 static targets in flow style (discovery finds
 # the rest) and keeps the worst document's parse well under a second on a busy node (bench/config_load.py).
 MAX_FILE_BYTES = 128 * 1024
 MAX_DEPTH = 32  # the deepest valid config is 5 levels (discovery.dns.names[i])
