@@ -310,7 +310,7 @@ def check_config_in_process(file: Path, data: bytes) -> None:
 PROPERTY = settings(
     max_examples=250,
     deadline=None,  # no timed asserts (docs: performance only in bench/); the subprocess cases have RLIMIT_CPU
-    database=None,  # nothing written into the work tree
+    database=None,  # no example database; hypothesis keeps only its caches in .hypothesis/ (self-ignored)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
