@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +18,43 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.error import Mark
+from yaml.events import AliasEvent, Event
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
-from .fields import ConfigError as ConfigError  # re-exported: callers catch config.ConfigError
 from .fields import (
+    BUCKET_BOUND,
+    FACTS_INTERVAL,
+    PROBE_INTERVAL,
+    PROBE_TIMEOUT,
     check_keys,
     read_bool,
+    read_dns_name,
     read_duration,
     read_enum,
+    read_fraction,
+    read_host_header,
     read_hostport,
     read_int,
+    read_ip,
+    read_list,
     read_mapping,
+    read_name,
+    read_namespaced_name,
+    read_netns,
+    read_node_name,
+    read_optional,
     read_str,
+    seconds_text,
+    shown,
 )
+from .fields import ConfigError as ConfigError  # re-exported: callers catch config.ConfigError
 from .model import (
     AnyTarget,
     DNSQueryType,
@@ -126,30 +153,37 @@ _KIND_KEYS = {
 }
 
 
+def read_schedule(entry: Mapping[str, Any], where: str, interval: float, timeout: float) -> tuple[float, float]:
+    """(interval, timeout) of a target or section: each in its documented range, the timeout never longer."""
+    interval = read_duration(entry.get("interval", interval), f"{where}.interval", *PROBE_INTERVAL)
+    timeout = read_duration(entry.get("timeout", timeout), f"{where}.timeout", *PROBE_TIMEOUT)
+    if timeout > interval:
+        raise ConfigError(
+            f"{where}.timeout", f"{seconds_text(timeout)} is longer than the interval {seconds_text(interval)}"
+        )
+    return interval, timeout
+
+
 def parse_target(raw: Any, where: str, default_interval: float, default_timeout: float) -> list[AnyTarget]:
     """One config entry → one target (two for a DNS entry asking over both UDP and TCP)."""
     entry = read_mapping(raw, where)
     kind = entry.get("kind")
-    if kind not in _KIND_KEYS:
-        raise ConfigError(f"{where}.kind", f"expected one of {', '.join(_KIND_KEYS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in _KIND_KEYS:
+        raise ConfigError(f"{where}.kind", f"expected one of {', '.join(_KIND_KEYS)}, got {shown(kind)}")
     check_keys(entry, _COMMON_KEYS | _KIND_KEYS[kind], where)
     path = read_enum(PathClass, entry.get("path"), f"{where}.path", [p.value for p in PathClass])
+    interval, timeout = read_schedule(entry, where, default_interval, default_timeout)
     common: dict[str, Any] = {
-        "name": read_str(entry.get("name"), f"{where}.name"),
+        "name": read_name(entry.get("name"), f"{where}.name"),
         "path": path,
         "via": read_enum(Via, entry["via"], f"{where}.via", [v.value for v in Via])
         if "via" in entry
         else DEFAULT_PATH_VIA[path],
-        "target_node": str(entry.get("target_node") or ""),
-        "service": str(entry.get("service") or ""),
-        "interval": read_duration(entry.get("interval", default_interval), f"{where}.interval"),
-        "timeout": read_duration(entry.get("timeout", default_timeout), f"{where}.timeout"),
+        "target_node": read_optional(read_node_name, entry.get("target_node"), f"{where}.target_node", ""),
+        "service": read_optional(read_namespaced_name, entry.get("service"), f"{where}.service", ""),
+        "interval": interval,
+        "timeout": timeout,
     }
-    if common["timeout"] > common["interval"]:
-        raise ConfigError(
-            f"{where}.timeout",
-            f"{common['timeout']}s is longer than the interval {common['interval']}s",
-        )
     if kind == "tcp":
         host, port = read_hostport(entry.get("address"), f"{where}.address", None)
         return [TCPTarget(host=host, port=port, **common)]
@@ -158,46 +192,60 @@ def parse_target(raw: Any, where: str, default_interval: float, default_timeout:
     return _parse_dns(entry, where, common)
 
 
-def _parse_http(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> HTTPTarget:
-    url = read_str(entry.get("url"), f"{where}.url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}.url", f"expected http://ip[:port]/path or https://…, got {url!r}")
+# A URL is dialled as written and is the `address` label of every series: printable ASCII, bounded.
+_URL_TEXT = re.compile(r"[!-~]+")
+
+
+def read_probe_url(value: Any, where: str) -> str:
+    """http(s)://IP[:port][/path]: an IP literal (the probe measures a path, not name resolution), port 1-65535."""
+    url = read_str(value, where, max_len=2048)
+    expected = "expected http://IP[:port]/path or https://…"
+    if not _URL_TEXT.fullmatch(url):
+        raise ConfigError(where, f"{expected} (printable ASCII, no spaces), got {shown(url)}")
     try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise ConfigError(f"{where}.url", str(exc)) from None
-    statuses = entry.get("expect_status", [200])
-    if not isinstance(statuses, list) or not statuses:
-        raise ConfigError(f"{where}.expect_status", f"expected a list of status codes, got {statuses!r}")
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": a bracket without its pair
+        raise ConfigError(where, f"{expected}, got {shown(url)}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(where, f"{expected}, got {shown(url)}")
+    if "@" in parts.netloc:
+        raise ConfigError(where, f"user info in a URL is not sent, and it would be a label: {shown(url)}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(where, f"the port is not a number from 1 to 65535: {shown(url)}") from None
+    if port == 0:
+        raise ConfigError(where, f"port 0 is not a port to connect to: {shown(url)}")
+    read_ip(parts.hostname, where)
+    return url
+
+
+def _parse_http(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> HTTPTarget:
+    url = read_probe_url(entry.get("url"), f"{where}.url")
+    statuses = read_list(entry.get("expect_status", [200]), f"{where}.expect_status", "status codes", empty=False)
     expect = frozenset(read_int(s, f"{where}.expect_status[{i}]", 100, 599) for i, s in enumerate(statuses))
-    tls_verify = entry.get("tls_verify", False)
-    if not isinstance(tls_verify, bool):
-        raise ConfigError(f"{where}.tls_verify", f"expected true or false, got {tls_verify!r}")
     return HTTPTarget(
         url=url,
-        host_header=str(entry.get("host") or ""),
+        host_header=read_optional(read_host_header, entry.get("host"), f"{where}.host", ""),
         expect_status=expect,
         min_body_bytes=read_int(entry.get("min_body_bytes", 0), f"{where}.min_body_bytes", 0, 1 << 30),
-        tls_verify=tls_verify,
+        tls_verify=read_bool(entry.get("tls_verify", False), f"{where}.tls_verify"),
         **common,
     )
 
 
 def _parse_dns(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> list[AnyTarget]:
     server, port = read_hostport(entry.get("address"), f"{where}.address", 53)
-    transports = entry.get("transports", ["udp"])
-    if not isinstance(transports, list) or not transports:
-        raise ConfigError(f"{where}.transports", f"expected a list such as [udp, tcp], got {transports!r}")
-    protocols = [
-        read_enum(Transport, t, f"{where}.transports[{i}]", ["udp", "tcp"]) for i, t in enumerate(transports)
-    ]
+    transports = read_list(entry.get("transports", ["udp"]), f"{where}.transports", "udp/tcp", empty=False)
+    protocols = [read_enum(Transport, t, f"{where}.transports[{i}]", ["udp", "tcp"]) for i, t in enumerate(transports)]
     if len(set(protocols)) != len(protocols):
         raise ConfigError(f"{where}.transports", "lists a transport twice")
-    expect = entry.get("expect", [])
-    if not isinstance(expect, list) or not all(isinstance(e, str) for e in expect):
-        raise ConfigError(f"{where}.expect", f"expected a list of strings, got {expect!r}")
-    query_name = read_str(entry.get("query"), f"{where}.query")
+    # An expected answer is an address or an SRV "target[:port]"/record text: one DNS name's worth of text.
+    expect = [
+        read_str(e, f"{where}.expect[{i}]", max_len=300)
+        for i, e in enumerate(read_list(entry.get("expect", []), f"{where}.expect", "expected answers"))
+    ]
+    query_name = read_dns_name(entry.get("query"), f"{where}.query")
     query_type = read_enum(DNSQueryType, entry.get("type", "A"), f"{where}.type", [t.value for t in DNSQueryType])
     return [
         DNSTarget(
@@ -216,8 +264,16 @@ def _parse_dns(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> 
 # --- the whole file ---
 
 _TOP_KEYS = {
-    "source_node", "listen", "perspective", "defaults", "scheduler", "latency_buckets", "targets", "discovery",
-    "node_facts", "node_perspective",
+    "source_node",
+    "listen",
+    "perspective",
+    "defaults",
+    "scheduler",
+    "latency_buckets",
+    "targets",
+    "discovery",
+    "node_facts",
+    "node_perspective",
 }
 
 
@@ -233,49 +289,42 @@ def parse_config(raw: Any) -> Config:
     doc = read_mapping(raw, "(top level)")
     check_keys(doc, _TOP_KEYS, "")
 
-    source_node = read_str(doc["source_node"], "source_node") if "source_node" in doc else default_source_node()
+    source_node = read_node_name(doc["source_node"], "source_node") if "source_node" in doc else default_source_node()
     # Port 0 (any free port) is allowed for listening: tests and the lab use it.
     listen_host, listen_port = read_hostport(doc.get("listen", DEFAULT_LISTEN), "listen", None, lowest_port=0)
     perspective = read_enum(Perspective, doc.get("perspective", "pod"), "perspective", ["pod", "node"])
 
     defaults = read_mapping(doc.get("defaults", {}), "defaults")
     check_keys(defaults, {"interval", "timeout"}, "defaults")
-    interval = read_duration(defaults.get("interval", 10.0), "defaults.interval")
-    timeout = read_duration(defaults.get("timeout", 3.0), "defaults.timeout")
+    interval, timeout = read_schedule(defaults, "defaults", 10.0, 3.0)
 
     sched_raw = read_mapping(doc.get("scheduler", {}), "scheduler")
     check_keys(sched_raw, {"max_concurrency", "jitter"}, "scheduler")
-    jitter = sched_raw.get("jitter", 0.1)
-    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 0.5:
-        raise ConfigError("scheduler.jitter", f"expected a fraction from 0 to 0.5, got {jitter!r}")
     scheduler = SchedulerConfig(
         max_concurrency=read_int(sched_raw.get("max_concurrency", 128), "scheduler.max_concurrency", 1, 10000),
-        jitter=float(jitter),
+        jitter=read_fraction(sched_raw.get("jitter", 0.1), "scheduler.jitter", 0.0, 0.5),
     )
 
-    buckets_raw = doc.get("latency_buckets", list(DEFAULT_LATENCY_BUCKETS))
-    if not isinstance(buckets_raw, list) or not buckets_raw:
-        raise ConfigError("latency_buckets", f"expected a list of seconds, got {buckets_raw!r}")
-    buckets = tuple(read_duration(b, f"latency_buckets[{i}]") for i, b in enumerate(buckets_raw))
+    buckets_raw = read_list(
+        doc.get("latency_buckets", list(DEFAULT_LATENCY_BUCKETS)), "latency_buckets", "seconds", empty=False
+    )
+    if len(buckets_raw) > MAX_BUCKETS:  # each bucket is a series per target
+        raise ConfigError("latency_buckets", f"at most {MAX_BUCKETS} buckets, got {len(buckets_raw)}")
+    buckets = tuple(read_duration(b, f"latency_buckets[{i}]", *BUCKET_BOUND) for i, b in enumerate(buckets_raw))
     if list(buckets) != sorted(set(buckets)):
         raise ConfigError("latency_buckets", "must be strictly increasing")
 
-    targets_raw = doc.get("targets", [])
-    if not isinstance(targets_raw, list):
-        raise ConfigError("targets", f"expected a list, got {type(targets_raw).__name__}")
     targets: list[AnyTarget] = []
     seen: dict[TargetKey, str] = {}
-    for i, entry in enumerate(targets_raw):
+    for i, entry in enumerate(read_list(doc.get("targets", []), "targets", "targets")):
         for target in parse_target(entry, f"targets[{i}]", interval, timeout):
             if target.key in seen:
-                raise ConfigError(
-                    f"targets[{i}].name", f"{target.name!r} is already used by {seen[target.key]}"
-                )
+                raise ConfigError(f"targets[{i}].name", f"{shown(target.name)} is already used by {seen[target.key]}")
             seen[target.key] = f"targets[{i}]"
             targets.append(target)
 
     discovery = None
-    if doc.get("discovery") not in (None, False):
+    if doc.get("discovery") is not None and doc.get("discovery") is not False:
         from .discovery.config import parse_discovery
 
         discovery = parse_discovery(doc["discovery"], default_interval=interval, default_timeout=timeout)
@@ -284,15 +333,15 @@ def parse_config(raw: Any) -> Config:
     check_keys(facts_raw, {"enabled", "interval", "netns"}, "node_facts")
     node_facts = NodeFactsConfig(
         enabled=read_bool(facts_raw.get("enabled", True), "node_facts.enabled"),
-        interval=read_duration(facts_raw.get("interval", 30.0), "node_facts.interval"),
-        netns=str(facts_raw.get("netns") or ""),
+        interval=read_duration(facts_raw.get("interval", 30.0), "node_facts.interval", *FACTS_INTERVAL),
+        netns=read_optional(read_netns, facts_raw.get("netns"), "node_facts.netns", ""),
     )
 
     persp_raw = read_mapping(doc.get("node_perspective", {}), "node_perspective")
     check_keys(persp_raw, {"enabled", "netns"}, "node_perspective")
     node_perspective = NodePerspectiveConfig(
         enabled=read_bool(persp_raw.get("enabled", False), "node_perspective.enabled"),
-        netns=read_str(persp_raw.get("netns", NodePerspectiveConfig.netns), "node_perspective.netns"),
+        netns=read_netns(persp_raw.get("netns", NodePerspectiveConfig.netns), "node_perspective.netns"),
     )
     if node_perspective.enabled and perspective is Perspective.NODE:
         raise ConfigError(
@@ -320,19 +369,199 @@ def parse_listen(config: Config, listen: str) -> Config:
     return dataclasses.replace(config, listen_host=host, listen_port=port)
 
 
+# --- reading the file ---
+#
+# The file is hostile until parsed: bounded in size before it is read, strictly UTF-8, and composed into YAML
+# nodes under a depth limit and a budget of values that counts every alias as the values it stands for,
+# before any Python object is built. Every way of failing is a ConfigError naming the file position.
+
+# A ConfigMap holds at most 1 MiB; an eighth of that is ~1 900 static targets in flow style (discovery finds
+# the rest) and keeps the worst document's parse well under a second on a busy node (bench/config_load.py).
+MAX_FILE_BYTES = 128 * 1024
+MAX_DEPTH = 32  # the deepest valid config is 5 levels (discovery.dns.names[i])
+MAX_VALUES = 25_000  # YAML nodes, each alias counted as the nodes it repeats (a static target is about 11)
+MAX_BUCKETS = 64
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# YAML's printable set (YAML 1.1 §5.1): everything else is refused with its position before parsing.
+_NOT_YAML_TEXT = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class _GuardedComposer(Composer, SafeConstructor, Resolver):
+    """PyYAML's composer and safe constructor with the limits above; the scanner and parser underneath are
+    iterative (no recursion however deep the nesting), so the depth limit is met before any stack grows."""
+
+    if TYPE_CHECKING:  # provided by the parser class it is mixed with (_Loader)
+
+        def check_event(self, *choices: type[Event]) -> bool: ...
+        def peek_event(self) -> Event: ...
+
+    def __init__(self) -> None:
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) → values it expands to; the nodes live as long as this
+        self._values = 0  # values of the document so far, aliases expanded
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        # Counted as they come, so the budget stops the work, not only the result.
+        event = self.peek_event()
+        if self.check_event(AliasEvent):
+            alias = super().compose_node(parent, index)
+            if id(alias) not in self._sizes:
+                raise _composer_error("an alias inside the value it names (a cycle)", event.start_mark)
+            self._charge(self._sizes[id(alias)], event)
+            return alias
+        self._charge(1, event)
+        if self._depth >= MAX_DEPTH:
+            raise _composer_error(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        size = 1
+        if isinstance(node, SequenceNode):
+            size += sum(self._sizes[id(item)] for item in node.value)
+        elif isinstance(node, MappingNode):
+            size += sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+            _refuse_duplicate_keys(node)
+        self._sizes[id(node)] = size
+        return node
+
+    def _charge(self, values: int, event: Event) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _composer_error(
+                f"more than {MAX_VALUES} values (aliases counted as what they repeat)", event.start_mark
+            )
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date 2024-13-45, a 5 000-digit number
+            raise ConstructorError(None, None, f"cannot read this value: {exc}", node.start_mark) from None
+
+
+def _composer_error(problem: str, mark: Any) -> ComposerError:
+    """A ComposerError at `mark`: a yaml.Mark, or libyaml's own mark type with the same line and column."""
+    return ComposerError(None, None, problem, mark)
+
+
+def _refuse_duplicate_keys(node: MappingNode) -> None:
+    first: dict[tuple[str, str], Mark] = {}
+    for key, _ in node.value:
+        if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
+            continue
+        if (at := first.setdefault((key.tag, key.value), key.start_mark)) is not key.start_mark:
+            raise ComposerError(
+                None, None, f"duplicate key {shown(key.value)} (first at line {at.line + 1})", key.start_mark
+            )
+
+
+class _PythonParser(Reader, Scanner, Parser):
+    """PyYAML's own scanner and parser (also iterative), for a PyYAML built without libyaml."""
+
+    def __init__(self, text: str) -> None:
+        Reader.__init__(self, text)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+
+
+try:  # libyaml's scanner and parser, in C: the largest allowed file in well under a second
+    from yaml._yaml import CParser as _EventParser
+except ImportError:  # pragma: no cover
+    _EventParser = _PythonParser  # type: ignore[assignment,misc]
+
+
+class _Loader(_GuardedComposer, _EventParser):
+    def __init__(self, text: str) -> None:
+        _EventParser.__init__(self, text)
+        _GuardedComposer.__init__(self)
+
+
+def read_config_bytes(path: str | Path) -> bytes:
+    """The file's bytes: a regular file of at most MAX_FILE_BYTES, read without ever blocking (a FIFO, a
+    device such as /dev/zero, a directory or a socket is refused from its type before anything is read)."""
+    name = str(path)
+    try:
+        before = os.stat(name)
+        if not stat.S_ISREG(before.st_mode):
+            raise ConfigError(name, f"not a regular file ({_file_type(before.st_mode)})")
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(name, "no such file") from None
+    except OSError as exc:
+        raise ConfigError(name, f"cannot read: {exc.strerror}") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):  # replaced between stat and open
+            raise ConfigError(name, f"not a regular file ({_file_type(opened.st_mode)})")
+        if opened.st_size > MAX_FILE_BYTES:
+            raise ConfigError(name, f"{opened.st_size} bytes; a config file may have at most {MAX_FILE_BYTES}")
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES and (chunk := os.read(fd, MAX_FILE_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(name, f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:  # grew while read, or a /proc-like file whose size says 0
+        raise ConfigError(name, f"more than {MAX_FILE_BYTES} bytes; a config file may have at most that")
+    return b"".join(chunks)
+
+
+def _file_type(mode: int) -> str:
+    for test, what in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return what
+    return "not a file"
+
+
+def decode_config_text(data: bytes, name: str) -> str:
+    """Strict UTF-8 in YAML's printable set; a file in another encoding fails at the first byte that shows it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        utf16 = " (UTF-16?)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(
+            f"{name}:{line}:{column}",
+            f"not UTF-8{utf16}: byte 0x{data[exc.start]:02x} at offset {exc.start}; save the file as UTF-8",
+        ) from None
+    if m := _NOT_YAML_TEXT.search(text):
+        line = text.count("\n", 0, m.start()) + 1
+        column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+        nul = " (UTF-16 or a binary file?)" if m.group() == "\x00" else ""
+        raise ConfigError(f"{name}:{line}:{column}", f"the control character U+{ord(m.group()):04X}{nul} is not text")
+    return text
+
+
+def parse_config_text(text: str, name: str = "<config>") -> Any:
+    """The YAML document in `text` as Python values, within the limits above."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
+        raise ConfigError(where, f"not valid YAML: {'; '.join(filter(None, (exc.context, exc.problem)))}") from None
+    except yaml.YAMLError as exc:  # a ReaderError: no mark (the text was checked above; belt and braces)
+        raise ConfigError(name, f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; every failure is a ConfigError naming the file or field."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(p), "no such file") from None
-    except OSError as exc:
-        raise ConfigError(str(p), f"cannot read: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
-        raise ConfigError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(raw)
+    name = str(path)
+    return parse_config(parse_config_text(decode_config_text(read_config_bytes(path), name), name))

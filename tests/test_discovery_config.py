@@ -103,3 +103,34 @@ def test_errors_name_the_field(raw: Any, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"source_node": "n", "discovery": raw})
     assert info.value.where == field, str(info.value)
+
+
+def test_an_api_url_may_name_a_host() -> None:
+    d = parse_discovery({"api_url": "https://kubernetes.default.svc:443/", "cluster_domain": "k8s.local."})
+    assert d.api_url == "https://kubernetes.default.svc:443" and d.cluster_domain == "k8s.local"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"cluster_domain": "..."}, "discovery.cluster_domain"),
+        ({"cluster_domain": "cluster..local"}, "discovery.cluster_domain"),
+        ({"cluster_domain": "Cluster.Local"}, "discovery.cluster_domain"),
+        ({"cluster_domain": ["cluster.local"]}, "discovery.cluster_domain"),
+        ({"dns": {"names": ["a..b"]}}, "discovery.dns.names[0]"),
+        ({"dns": {"names": ["ok.example", "-bad.example"]}}, "discovery.dns.names[1]"),
+        ({"dns": {"resolv_conf": "/etc/resolv\n.conf"}}, "discovery.dns.resolv_conf"),
+        ({"api_url": "http://127.0.0.1:0"}, "discovery.api_url"),
+        ({"api_url": "http://127.0.0.1:8001\r\nX: y"}, "discovery.api_url"),
+        ({"api_url": "http://user@127.0.0.1:8001"}, "discovery.api_url"),
+        ({"interval": float("nan")}, "discovery.interval"),
+        ({"interval": "10us"}, "discovery.interval"),
+        ({"watch_timeout": float("inf")}, "discovery.watch_timeout"),
+        ({"backoff": {"initial": "1us"}}, "discovery.backoff.initial"),
+        ({"kubeconfig": ["a"]}, "discovery.kubeconfig"),
+        (0, "discovery"),
+    ],
+)
+def test_hostile_values_name_the_field(raw: Any, field: str) -> None:
+    """Issue 15 row 9 in this section: names, URLs and durations that were accepted."""
+    test_errors_name_the_field(raw, field)

@@ -13,8 +13,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import DEFAULT_PORT
-from ..fields import ConfigError, check_keys, read_bool, read_duration, read_int, read_mapping, read_str
+from ..config import DEFAULT_PORT, read_schedule
+from ..fields import (
+    BACKOFF,
+    WATCH_TIMEOUT,
+    ConfigError,
+    check_keys,
+    read_bool,
+    read_dns_name,
+    read_duration,
+    read_host_header,
+    read_int,
+    read_mapping,
+    read_optional,
+    read_str,
+    shown,
+)
 from ..model import Transport
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -95,7 +109,7 @@ class DiscoveryConfig:
 def _dns_label(value: Any, where: str) -> str:
     text = read_str(value, where)
     if not _DNS_LABEL.match(text):
-        raise ConfigError(where, f"not a Kubernetes object name (lowercase DNS label): {text!r}")
+        raise ConfigError(where, f"not a Kubernetes object name (lowercase DNS label): {shown(text)}")
     return text
 
 
@@ -103,7 +117,7 @@ def _ns_name(value: Any, where: str) -> str:
     text = read_str(value, where)
     parts = text.split("/")
     if len(parts) != 2 or not all(_DNS_LABEL.match(p) for p in parts):
-        raise ConfigError(where, f"expected namespace/name, got {text!r}")
+        raise ConfigError(where, f"expected namespace/name, got {shown(text)}")
     return text
 
 
@@ -114,7 +128,7 @@ def _label_selector(value: Any, where: str) -> str:
         key, eq, val = term.partition("=")
         key, val = key.strip(), val.strip().lstrip("=")
         if not eq or not key or not _LABEL_VALUE.match(key.split("/")[-1]) or not _LABEL_VALUE.match(val):
-            raise ConfigError(where, f"expected label=value[,label=value…], got {text!r}")
+            raise ConfigError(where, f"expected label=value[,label=value…], got {shown(text)}")
     return text
 
 
@@ -156,12 +170,40 @@ def default_namespace() -> str:
         return "netpath"
 
 
+def _api_url(value: Any, where: str) -> str:
+    """http(s)://host[:port] of the API server (kubectl proxy, tests): a host name is fine here, port 0 is not."""
+    text = read_str(value, where, max_len=300)
+    m = re.fullmatch(r"https?://([^/@?#\s]+?)/?", text)
+    try:
+        read_host_header(m.group(1) if m else None, where)
+    except ConfigError:
+        raise ConfigError(where, f"expected http(s)://host[:port] (port 1-65535), got {shown(text)}") from None
+    return text.rstrip("/")
+
+
 # --- the section ----------------------------------------------------------------------------------------
 
 _TOP_KEYS = {
-    "namespace", "service", "service_port", "cluster_domain", "api_url", "kubeconfig", "interval", "timeout",
-    "watch_timeout", "backoff", "peers", "services", "dns", "ingress",
-    "pod_cidrs", "service_cidrs", "node_cidrs", "namespaces", "max_watch_line_bytes", "max_list_bytes",
+    "namespace",
+    "service",
+    "service_port",
+    "cluster_domain",
+    "api_url",
+    "kubeconfig",
+    "interval",
+    "timeout",
+    "watch_timeout",
+    "backoff",
+    "peers",
+    "services",
+    "dns",
+    "ingress",
+    "pod_cidrs",
+    "service_cidrs",
+    "node_cidrs",
+    "namespaces",
+    "max_watch_line_bytes",
+    "max_list_bytes",
 }
 
 
@@ -178,18 +220,13 @@ def parse_discovery(
     if default_interval is not None and default_timeout is not None:
         d = DiscoveryConfig(interval=default_interval, timeout=default_timeout)
 
-    api_url = str(doc.get("api_url") or "")
-    if api_url and not re.match(r"^https?://[^/\s]+/?$", api_url):
-        raise ConfigError("discovery.api_url", f"expected http(s)://host:port, got {api_url!r}")
-    interval = read_duration(doc.get("interval", d.interval), "discovery.interval")
-    timeout = read_duration(doc.get("timeout", d.timeout), "discovery.timeout")
-    if timeout > interval:
-        raise ConfigError("discovery.timeout", f"{timeout}s is longer than the interval {interval}s")
+    api_url = read_optional(_api_url, doc.get("api_url"), "discovery.api_url", "")
+    interval, timeout = read_schedule(doc, "discovery", d.interval, d.timeout)
 
     backoff = read_mapping(doc.get("backoff"), "discovery.backoff")
     check_keys(backoff, {"initial", "max"}, "discovery.backoff")
-    backoff_initial = read_duration(backoff.get("initial", d.backoff_initial), "discovery.backoff.initial")
-    backoff_max = read_duration(backoff.get("max", d.backoff_max), "discovery.backoff.max")
+    backoff_initial = read_duration(backoff.get("initial", d.backoff_initial), "discovery.backoff.initial", *BACKOFF)
+    backoff_max = read_duration(backoff.get("max", d.backoff_max), "discovery.backoff.max", *BACKOFF)
     if backoff_max < backoff_initial:
         raise ConfigError("discovery.backoff.max", f"{backoff_max}s is shorter than initial {backoff_initial}s")
 
@@ -197,7 +234,7 @@ def parse_discovery(
     k_raw = p.get("k", d.peers.k)
     k = None if k_raw == "all" else read_int(k_raw, "discovery.peers.k", 1, 1000) if k_raw is not None else None
     if isinstance(k_raw, str) and k_raw != "all":
-        raise ConfigError("discovery.peers.k", f'expected a whole number from 1 to 1000 or "all", got {k_raw!r}')
+        raise ConfigError("discovery.peers.k", f'expected a whole number from 1 to 1000 or "all", got {shown(k_raw)}')
     peers = PeersConfig(
         enabled=read_bool(p.get("enabled", True), "discovery.peers.enabled"),
         label_selector=_label_selector(
@@ -214,21 +251,22 @@ def parse_discovery(
     n = _section(doc, "dns", {"enabled", "service", "names", "transports", "resolv_conf"})
     names_raw = n.get("names", [])
     if not isinstance(names_raw, list):
-        raise ConfigError("discovery.dns.names", f"expected a list of names, got {names_raw!r}")
-    names = tuple(read_str(x, f"discovery.dns.names[{i}]") for i, x in enumerate(names_raw))
+        raise ConfigError("discovery.dns.names", f"expected a list of names, got {shown(names_raw)}")
+    names = tuple(read_dns_name(x, f"discovery.dns.names[{i}]") for i, x in enumerate(names_raw))
     transports_raw = n.get("transports", ["udp", "tcp"])
     if not isinstance(transports_raw, list) or not transports_raw:
-        raise ConfigError("discovery.dns.transports", f"expected a list such as [udp, tcp], got {transports_raw!r}")
+        raise ConfigError("discovery.dns.transports", f"expected a list like [udp, tcp], got {shown(transports_raw)}")
     transports: list[Transport] = []
     for i, t in enumerate(transports_raw):
         if t not in ("udp", "tcp"):
-            raise ConfigError(f"discovery.dns.transports[{i}]", f"expected udp or tcp, got {t!r}")
+            raise ConfigError(f"discovery.dns.transports[{i}]", f"expected udp or tcp, got {shown(t)}")
         if Transport(t) in transports:
             raise ConfigError("discovery.dns.transports", f"lists {t} twice")
         transports.append(Transport(t))
     resolv_conf = n.get("resolv_conf", d.dns.resolv_conf)
     if not isinstance(resolv_conf, str):
-        raise ConfigError("discovery.dns.resolv_conf", f"expected a file path or \"\", got {resolv_conf!r}")
+        raise ConfigError("discovery.dns.resolv_conf", f'expected a file path or "", got {shown(resolv_conf)}')
+    resolv_conf = read_optional(read_str, resolv_conf, "discovery.dns.resolv_conf", "")
     dns = DNSConfig(
         enabled=read_bool(n.get("enabled", True), "discovery.dns.enabled"),
         service=_ns_name(n.get("service", d.dns.service), "discovery.dns.service"),
@@ -253,12 +291,16 @@ def parse_discovery(
         namespace=_dns_label(doc["namespace"], "discovery.namespace") if "namespace" in doc else default_namespace(),
         service=_dns_label(doc.get("service", d.service), "discovery.service"),
         service_port=read_int(doc.get("service_port", d.service_port), "discovery.service_port", 1, 65535),
-        cluster_domain=read_str(doc.get("cluster_domain", d.cluster_domain), "discovery.cluster_domain").strip("."),
+        cluster_domain=read_dns_name(
+            doc.get("cluster_domain", d.cluster_domain), "discovery.cluster_domain", underscore=False, lowercase=True
+        ).rstrip("."),
         api_url=api_url.rstrip("/"),
-        kubeconfig=str(doc.get("kubeconfig") or ""),
+        kubeconfig=read_optional(read_str, doc.get("kubeconfig"), "discovery.kubeconfig", ""),
         interval=interval,
         timeout=timeout,
-        watch_timeout=read_duration(doc.get("watch_timeout", d.watch_timeout), "discovery.watch_timeout"),
+        watch_timeout=read_duration(
+            doc.get("watch_timeout", d.watch_timeout), "discovery.watch_timeout", *WATCH_TIMEOUT
+        ),
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         peers=peers,
@@ -273,8 +315,10 @@ def parse_discovery(
         namespaces_allow=_namespace_list(namespaces.get("allow", []), "discovery.namespaces.allow"),
         namespaces_deny=_namespace_list(namespaces.get("deny", []), "discovery.namespaces.deny"),
         max_watch_line_bytes=read_int(
-            doc.get("max_watch_line_bytes", d.max_watch_line_bytes), "discovery.max_watch_line_bytes",
-            64 * 1024, 256 * MiB,
+            doc.get("max_watch_line_bytes", d.max_watch_line_bytes),
+            "discovery.max_watch_line_bytes",
+            64 * 1024,
+            256 * MiB,
         ),
         max_list_bytes=read_int(
             doc.get("max_list_bytes", d.max_list_bytes), "discovery.max_list_bytes", 64 * 1024, 1024 * MiB
