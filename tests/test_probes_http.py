@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
+from misbehaving import hold, tcp_script
+
 from exporter.model import HTTPTarget, PathClass, Reason, Via
 from exporter.probes import http
 from lab.apps.httpapp import BIG_BODY, STALL_FIRST_CHUNK, RunningApp
@@ -117,3 +121,62 @@ async def test_https_to_a_plain_http_port_is_tls_error(httpapp_server: RunningAp
 
     assert result.reason is Reason.TLS_ERROR
     assert "connect" in result.phases
+
+
+# --- servers that break the protocol (tests/misbehaving.py) --------------------------------------------------
+
+
+def _headers_never_end(conn: socket.socket) -> None:
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n")  # and no blank line, ever
+    hold(conn, 3.0)
+
+
+def _says_nothing(conn: socket.socket) -> None:
+    conn.recv(4096)
+    hold(conn, 3.0)
+
+
+def _endless_headers(conn: socket.socket) -> None:
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for _ in range(10_000):  # 1 MB of headers, bounded; the probe stops reading long before
+        conn.sendall(b"X-Filler: " + b"a" * 90 + b"\r\n")
+
+
+def _endless_body(conn: socket.socket) -> None:
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+    chunk = b"x" * 65536
+    for _ in range(1600):  # 100 MB at most; the probe stops at its cap
+        conn.sendall(chunk)
+
+
+async def test_headers_without_their_terminating_blank_line_are_protocol_error_not_response_timeout() -> None:
+    with tcp_script(_headers_never_end) as server:
+        result = await http.probe(target(f"http://127.0.0.1:{server.port}/"), timeout=0.5)
+
+    assert result.reason is Reason.PROTOCOL_ERROR, result
+    assert "headers incomplete: 36 bytes received" in result.detail
+
+
+async def test_a_server_that_says_nothing_is_still_response_timeout() -> None:
+    with tcp_script(_says_nothing) as server:
+        result = await http.probe(target(f"http://127.0.0.1:{server.port}/"), timeout=0.5)
+
+    assert result.reason is Reason.RESPONSE_TIMEOUT, result
+
+
+async def test_endless_headers_are_cut_off_as_protocol_error() -> None:
+    with tcp_script(_endless_headers) as server:
+        result = await http.probe(target(f"http://127.0.0.1:{server.port}/"), timeout=2.0)
+
+    assert result.reason is Reason.PROTOCOL_ERROR, result  # h11's 16 KiB bound on an incomplete header block
+
+
+async def test_an_endless_body_is_read_only_up_to_the_cap() -> None:
+    with tcp_script(_endless_body) as server:
+        result = await http.probe(target(f"http://127.0.0.1:{server.port}/"), timeout=2.0)
+
+    assert result.ok, result
+    assert result.body_bytes is not None and http.BODY_READ_CAP <= result.body_bytes < http.BODY_READ_CAP + 65536
