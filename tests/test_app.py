@@ -104,3 +104,43 @@ def test_service_addresses_are_those_probed_via_a_service() -> None:
         ClusterIPPort("10.43.0.10", 53, "udp"),
         ClusterIPPort("10.43.0.30", 80, "tcp"),
     ]
+
+
+async def test_a_failed_background_task_shows_in_readiness_and_metrics_until_it_is_back() -> None:
+    registry = CollectorRegistry()
+    config = Config(source_node="test-node", listen_host="127.0.0.1", listen_port=0)
+    back = asyncio.Event()
+    failures = 0
+
+    async def flaky() -> None:
+        nonlocal failures
+        while not back.is_set():
+            failures += 1
+            await asyncio.sleep(0)
+            raise RuntimeError("watch stream cut")
+        await asyncio.Event().wait()
+
+    async with Exporter(config, registry) as exporter:
+        exporter.background.spawn("discovery", flaky)
+        for _ in range(100):  # bounded: until it has failed once and waits for its restart
+            await asyncio.sleep(0.01)
+            if failures:
+                break
+        ok, why = exporter.ready()
+        assert not ok and why == "background task down: discovery (RuntimeError: watch stream cut)"
+        up = {"source_node": "test-node", "task": "discovery"}
+        assert registry.get_sample_value("netpath_background_task_up", up) == 0
+        assert exporter.healthy() == (True, "ok")  # one failure is not a crash loop: no pod restart yet
+
+        back.set()
+        for _ in range(300):  # bounded: the first backoff is about a second
+            await asyncio.sleep(0.01)
+            if exporter.ready()[0]:
+                break
+        assert exporter.ready()[0]
+        assert registry.get_sample_value("netpath_background_task_up", up) == 1
+        assert registry.get_sample_value("netpath_background_task_restarts_total", up) == 1
+        heartbeat = {"source_node": "test-node", "task": "heartbeat"}
+        assert registry.get_sample_value("netpath_background_task_up", heartbeat) == 1
+
+    assert await exporter.close() == []  # closed already: nothing left running

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +33,7 @@ from exporter.model import (
     Via,
 )
 from exporter.perspective import result_from_json, result_to_json, target_from_json, target_to_json
+from lab.loopback import closed_port
 
 TARGETS = [
     TCPTarget(name="peer/node2", path=PathClass.POD_IP, via=Via.POD, target_node="node2", host="10.42.2.3",
@@ -148,3 +152,31 @@ def test_docs_node_perspective_section_matches_the_exposition() -> None:
     text = generate_latest(registry).decode()
     ours = {n: labels for n, labels in exposed(text).items() if n.startswith("netpath_node_perspective")}
     assert ours == documented("Node perspective")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_worker_stops_quietly_on_a_signal_while_probing(sig: signal.Signals) -> None:
+    # In a container the runtime signals PID 1 only, but a terminal (or `kill -- -PGID`) signals the whole
+    # group: the worker then stops by itself, within the exporter's shutdown deadline, without a traceback.
+    if os.geteuid() != 0:
+        pytest.skip("setns needs CAP_SYS_ADMIN")
+    with closed_port() as closed:
+        dns_target = DNSTarget(name="dns", path=PathClass.DNS, via=Via.POD, server=closed.host, port=closed.port,
+                               query_name="a.lab.test", interval=0.05, timeout=0.05)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "worker", "--netns", f"/proc/{os.getpid()}/ns/net"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        try:
+            assert worker.stdin is not None and worker.stdout is not None
+            worker.stdin.write((json.dumps({"targets": [target_to_json(dns_target)]}) + "\n").encode())
+            worker.stdin.flush()
+            assert b'"reason": "refused"' in worker.stdout.readline()  # probing now
+            worker.send_signal(sig)
+            code = worker.wait(timeout=2.0)  # the acceptance deadline; raises if it is still running
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert code == 0
+        assert worker.stderr is not None and b"Traceback" not in worker.stderr.read()
