@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import dns.message as dns_message
 import pytest
 from dns import asyncquery as dns_asyncquery
 from dns import rcode as dns_rcode
-from misbehaving import Server, answer, read_tcp_query, reset, tcp_frame, tcp_script, udp_dns, with_id
+from misbehaving import (
+    Server,
+    answer,
+    cancellations_lost,
+    read_tcp_query,
+    reset,
+    tcp_frame,
+    tcp_script,
+    udp_dns,
+    with_id,
+)
 
 from exporter.model import DNSQueryType, DNSTarget, PathClass, Reason, Transport, Via
 from exporter.probes import dns
@@ -221,36 +228,6 @@ async def test_a_tcp_server_that_breaks_off_gets_a_precise_reason(
 # --- cancellation is total ---------------------------------------------------------------------------------
 
 
-async def _cancellations_lost(
-    query: Callable[[], Awaitable[object]], attempts: int, *, stop_at_first: bool = False
-) -> int:
-    """Start a scheduler-like loop of ``query`` (the next one as soon as one ends), cancel it after a varying
-    number of event-loop turns, and count the loops still running 0.2 s after their cancellation."""
-
-    async def loop_forever() -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await query()
-            await asyncio.sleep(0)
-
-    lost = 0
-    for attempt in range(attempts):
-        task = asyncio.create_task(loop_forever())
-        for _ in range(attempt % 60):
-            await asyncio.sleep(0)
-        time.sleep(0.002)  # noqa: ASYNC251 - on purpose: the server's answer arrives while the loop is not looking
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=0.2)
-        if not done:
-            lost += 1
-            while not task.done():  # it swallowed one cancellation; it does not swallow every one
-                task.cancel()
-                await asyncio.wait({task}, timeout=0.1)
-            if stop_at_first:
-                break
-    return lost
-
-
 def _refuses(wire: bytes) -> list[bytes]:
     return [answer(wire, rcode=dns_rcode.REFUSED).to_wire()]
 
@@ -261,7 +238,7 @@ async def test_dnspython_asyncquery_swallows_a_cancellation_on_python_3_11() -> 
     # returns the read's result when the cancellation and the answer arrive together.
     query = dns_message.make_query("web.lab.test", "A")
     with udp_dns(_refuses) as server:
-        lost = await _cancellations_lost(
+        lost = await cancellations_lost(
             lambda: dns_asyncquery.udp(query, server.host, port=server.port, timeout=1.0),
             attempts=600,
             stop_at_first=True,
@@ -278,6 +255,6 @@ async def test_the_dns_probe_ends_whenever_it_is_cancelled(protocol: Transport) 
     with udp_dns(_refuses) as udp_server, tcp_script(refuse_over_tcp) as tcp_server:
         server = udp_server if protocol is Transport.UDP else tcp_server
         probe_target = target(server, "web.lab.test", protocol=protocol)
-        lost = await _cancellations_lost(lambda: dns.probe(probe_target, timeout=1.0), attempts=300)
+        lost = await cancellations_lost(lambda: dns.probe(probe_target, timeout=1.0), attempts=300)
 
     assert lost == 0

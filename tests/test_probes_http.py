@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from misbehaving import hold, tcp_script
+from misbehaving import cancellations_lost, hold, tcp_script
 
 from exporter.model import HTTPTarget, PathClass, Reason, Via
 from exporter.probes import http
@@ -180,3 +180,11 @@ async def test_an_endless_body_is_read_only_up_to_the_cap() -> None:
 
     assert result.ok, result
     assert result.body_bytes is not None and http.BODY_READ_CAP <= result.body_bytes < http.BODY_READ_CAP + 65536
+
+
+async def test_the_http_probe_ends_whenever_it_is_cancelled(httpapp_server: RunningApp) -> None:
+    probe_target = target(httpapp_server.url + "/")
+
+    lost = await cancellations_lost(lambda: http.probe(probe_target, timeout=1.0), attempts=200)
+
+    assert lost == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from misbehaving import cancellations_lost
+
 from exporter.model import PathClass, Reason, TCPTarget, Via
 from exporter.probes import tcp
 from lab.loopback import BlackholeListener, Listener
@@ -93,3 +95,10 @@ def test_a_blackhole_route_is_unreachable_not_an_error() -> None:
     finally:
         subprocess.run(["ip", "netns", "del", name], check=True)
     assert out.strip() == "unreachable"
+
+
+async def test_the_tcp_probe_ends_whenever_it_is_cancelled(tcp_listener: Listener, closed_port: Listener) -> None:
+    accepted, refused = target(tcp_listener.port), target(closed_port.port)
+
+    assert await cancellations_lost(lambda: tcp.probe(accepted, timeout=1.0), attempts=200) == 0
+    assert await cancellations_lost(lambda: tcp.probe(refused, timeout=1.0), attempts=200) == 0
