@@ -17,9 +17,7 @@ from lab.loopback import blackhole_listener, tcp_listener
 
 
 def tcp(name: str, host: str, port: int) -> TCPTarget:
-    return TCPTarget(
-        name=name, path=PathClass.POD_IP, via=Via.POD, host=host, port=port, interval=1.0, timeout=0.9
-    )
+    return TCPTarget(name=name, path=PathClass.POD_IP, via=Via.POD, host=host, port=port, interval=1.0, timeout=0.9)
 
 
 def scrape(port: int) -> str:
@@ -43,9 +41,7 @@ async def test_fifty_blackholed_targets_do_not_delay_five_healthy_ones() -> None
         config = Config(source_node="test-node", listen_host="127.0.0.1", listen_port=0, targets=tuple(targets))
         registry = CollectorRegistry()
         async with Exporter(config, registry) as exporter:
-            server = MetricsServer(
-                "127.0.0.1", 0, registry, healthy=exporter.healthy, ready=exporter.ready
-            )
+            server = MetricsServer("127.0.0.1", 0, registry, healthy=exporter.healthy, ready=exporter.ready)
             server.start()
             try:
                 # A bounded window of 5.5 s; the exporter must answer a scrape every half second meanwhile.
@@ -95,8 +91,14 @@ def test_service_addresses_are_those_probed_via_a_service() -> None:
     targets: list[AnyTarget] = [
         TCPTarget(name="svc", path=PathClass.CLUSTER_IP, via=Via.SERVICE, host="10.43.0.20", port=80),
         TCPTarget(name="pod", path=PathClass.POD_IP, via=Via.POD, host="10.42.1.5", port=8080),
-        DNSTarget(name="dns", path=PathClass.DNS, via=Via.SERVICE, server="10.43.0.10", protocol=Transport.UDP,
-                  query_name="a.b"),
+        DNSTarget(
+            name="dns",
+            path=PathClass.DNS,
+            via=Via.SERVICE,
+            server="10.43.0.10",
+            protocol=Transport.UDP,
+            query_name="a.b",
+        ),
         HTTPTarget(name="web", path=PathClass.CLUSTER_IP, via=Via.SERVICE, url="http://10.43.0.30/healthz"),
     ]
     assert service_addresses(targets) == [

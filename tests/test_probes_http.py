@@ -36,9 +36,7 @@ async def test_a_504_is_bad_status_and_keeps_the_status_code(httpapp_server: Run
 
 
 async def test_an_expected_non_200_status_is_ok(httpapp_server: RunningApp) -> None:
-    result = await http.probe(
-        target(httpapp_server.url + "/status/404", expect_status=frozenset({404})), timeout=1.0
-    )
+    result = await http.probe(target(httpapp_server.url + "/status/404", expect_status=frozenset({404})), timeout=1.0)
 
     assert result.ok, result
     assert result.http_status == 404
@@ -54,9 +52,7 @@ async def test_a_response_slower_than_the_timeout_is_response_timeout(httpapp_se
 
 
 async def test_a_large_body_read_completely_meets_min_body_bytes(httpapp_server: RunningApp) -> None:
-    result = await http.probe(
-        target(httpapp_server.url + "/big", min_body_bytes=len(BIG_BODY)), timeout=1.5
-    )
+    result = await http.probe(target(httpapp_server.url + "/big", min_body_bytes=len(BIG_BODY)), timeout=1.5)
 
     assert result.ok, result
     assert result.body_bytes == len(BIG_BODY)
@@ -81,9 +77,7 @@ async def test_headers_then_a_stalled_body_is_body_timeout(httpapp_server: Runni
 
 
 async def test_the_host_header_is_sent(httpapp_server: RunningApp) -> None:
-    result = await http.probe(
-        target(httpapp_server.url + "/healthz", host_header="keybuzz.example.test"), timeout=1.0
-    )
+    result = await http.probe(target(httpapp_server.url + "/healthz", host_header="keybuzz.example.test"), timeout=1.0)
 
     assert result.ok, result
     assert list(httpapp_server.server.recent_requests) == [("/healthz", "keybuzz.example.test")]

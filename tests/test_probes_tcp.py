@@ -90,8 +90,13 @@ def test_a_blackhole_route_is_unreachable_not_an_error() -> None:
             "t = TCPTarget(name='x', path=PathClass.CLUSTER_IP, via=Via.SERVICE, host='10.43.0.1', port=443)\n"
             "print(asyncio.run(run_probe(t, 1.0)).reason.value)\n"
         )
-        out = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", code],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["ip", "netns", "exec", name, sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     finally:
         subprocess.run(["ip", "netns", "del", name], check=True)
     assert out.strip() == "unreachable"
