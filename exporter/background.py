@@ -61,7 +61,7 @@ class BackgroundTasks(Collector):
 
     def spawn(self, name: str, work: Work) -> None:
         """Run ``work()`` as task ``name``, calling it again (with backoff) whenever it ends by itself."""
-        self._states[name] = _State()
+        self._states[name] = _State(up=True)  # starting counts as running: it is down only after a failure
         self._tasks.append(asyncio.create_task(self._supervise(name, work), name=name))
 
     async def close(self, deadline: float = DEFAULT_CLOSE_DEADLINE) -> list[str]:
