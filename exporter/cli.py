@@ -153,9 +153,9 @@ async def _run(config: Config) -> int:
         closing_server = asyncio.create_task(asyncio.to_thread(server.close), name="http server close")
         left = await exporter.close(deadline=_TASKS_DEADLINE)
         left += await cancel_and_wait([closing_server], _TASKS_DEADLINE)
-    if left:
-        log.error("shutdown cut short after %.2fs: still running: %s", shutdown.elapsed(), ", ".join(left))
-        _exit_now(EXIT_FAILED)
+        if left:  # exit now: leaving the block would wait for them once more
+            log.error("shutdown cut short after %.2fs: still running: %s", shutdown.elapsed(), ", ".join(left))
+            _exit_now(EXIT_FAILED)
     log.info("stopped in %.2fs", shutdown.elapsed())
     return EXIT_OK
 

@@ -252,3 +252,52 @@ async def test_the_log_says_how_long_the_stop_took_and_cuts_nothing_short(api: F
     assert "SIGTERM: stopping" in outcome.log and "stopped in" in outcome.log
     assert "cut short" not in outcome.log and "still running" not in outcome.log
     assert "Traceback" not in outcome.log
+
+
+# --- the watchdog: whatever is stuck, the process ends -------------------------------------------------------
+
+_STUCK = """
+import asyncio, logging, sys, time
+from exporter.cli import _Shutdown
+logging.basicConfig(level=logging.INFO)
+
+async def main():
+    shutdown = _Shutdown(asyncio.get_running_loop())
+    shutdown.install()
+    print("ready", flush=True)
+    await shutdown.requested.wait()
+    if sys.argv[1] == "wedged":
+        time.sleep(30)  # the event loop never runs again: only the watchdog thread can end this
+    else:
+        await asyncio.sleep(30)  # a stop that does not finish: a second signal ends it
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("how", ["wedged", "second-signal"])
+async def test_a_stop_that_cannot_finish_still_exits_and_says_what_it_cut_short(how: str, tmp_path: Path) -> None:
+    log = tmp_path / "stuck.log"
+    with log.open("w") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _STUCK, how, stdout=asyncio.subprocess.PIPE, stderr=stderr
+        )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(15):
+            assert (await proc.stdout.readline()).strip() == b"ready"
+        proc.send_signal(signal.SIGTERM)
+        if how == "second-signal":
+            await asyncio.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+        exited = await _exits_within(proc, EXIT_WITHIN)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = _text(log)
+    assert exited and proc.returncode == 1, text
+    if how == "wedged":
+        assert "shutdown did not finish within 1.8s; exiting anyway; cut short: Task-1" in text  # the main task, by name
+    else:
+        assert "SIGTERM again while stopping: exiting now" in text
