@@ -29,7 +29,6 @@ from .diagnose import Localizer, render_report
 from .model import AnyTarget, PathClass, ProbeResult
 from .probes import prepare as prepare_probes
 from .probes import run_probe
-from .scheduler import cancel_and_wait
 from .server import MetricsServer, Response
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -152,7 +151,8 @@ async def _run(config: Config) -> int:
         # The HTTP server's shutdown polls (up to 0.5 s): in a thread, alongside stopping the tasks.
         closing_server = asyncio.create_task(asyncio.to_thread(server.close), name="http server close")
         left = await exporter.close(deadline=_TASKS_DEADLINE)
-        left += await cancel_and_wait([closing_server], _TASKS_DEADLINE)
+        _, server_left = await asyncio.wait({closing_server}, timeout=_TASKS_DEADLINE)  # a thread: no cancelling
+        left += [task.get_name() for task in server_left]
         if left:  # exit now: leaving the block would wait for them once more
             log.error("shutdown cut short after %.2fs: still running: %s", shutdown.elapsed(), ", ".join(left))
             _exit_now(EXIT_FAILED)
