@@ -151,7 +151,8 @@ async def _run(config: Config) -> int:
         # The HTTP server's shutdown polls (up to 0.5 s): in a thread, alongside stopping the tasks.
         closing_server = asyncio.create_task(asyncio.to_thread(server.close), name="http server close")
         left = await exporter.close(deadline=_TASKS_DEADLINE)
-        _, server_left = await asyncio.wait({closing_server}, timeout=_TASKS_DEADLINE)  # a thread: no cancelling
+        # A thread cannot be cancelled: wait for it, within what is left of the budget before the watchdog.
+        _, server_left = await asyncio.wait({closing_server}, timeout=max(0.0, _SERVER_DEADLINE - shutdown.elapsed()))
         left += [task.get_name() for task in server_left]
         if left:  # exit now: leaving the block would wait for them once more
             log.error("shutdown cut short after %.2fs: still running: %s", shutdown.elapsed(), ", ".join(left))
@@ -163,6 +164,7 @@ async def _run(config: Config) -> int:
 # SIGTERM/SIGINT to exit, at most: the chart's terminationGracePeriodSeconds stays well above it.
 SHUTDOWN_DEADLINE = 2.0
 _TASKS_DEADLINE = 1.0  # what the probe loops and background tasks get of it; the rest is the exit itself
+_SERVER_DEADLINE = 1.5  # for the HTTP server's close, counted from the signal (it runs alongside)
 _WATCHDOG_AFTER = 1.8  # then the process exits whatever is still running, saying what that was
 
 
