@@ -29,9 +29,10 @@ ProbeFn = Callable[[AnyTarget, float], Awaitable[ProbeResult]]
 # outlive their timeout, this is the belt to that pair of braces.
 _OVERRUN_GRACE = 0.5
 
-# While closing, loops that have not ended are cancelled again this often: a cancellation swallowed by a
-# library is then delivered at the loop's next await.
+# While closing, loops that have not ended after the first grace are cancelled again this often: a
+# cancellation swallowed by a library is then delivered at the loop's next await.
 _RECANCEL_EVERY = 0.05
+_FIRST_CANCEL_GRACE = 0.25
 DEFAULT_CLOSE_DEADLINE = 1.0
 
 log = logging.getLogger("netpath_exporter.scheduler")
@@ -162,7 +163,8 @@ def _cancel_requested() -> bool:
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], deadline: float) -> list[str]:
     """Cancel ``tasks`` and wait up to ``deadline`` seconds for all of them to end, cancelling the stragglers
-    again every few tens of milliseconds. Returns the names of those still running at the deadline.
+    again every few tens of milliseconds after a first grace of a quarter second. Returns the names of those
+    still running at the deadline.
 
     Never waits longer than the deadline and never raises for the tasks' own outcomes; a cancellation of the
     caller itself still propagates.
@@ -171,13 +173,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], deadline: float) -
     pending = set(tasks)
     loop = asyncio.get_running_loop()
     until = loop.time() + deadline
+    wait = _FIRST_CANCEL_GRACE  # undisturbed at first: cleanup in `finally` (reaping a child) may await
     while pending:
         for task in pending:
             task.cancel()
         remaining = until - loop.time()
         if remaining <= 0:
             break
-        _, pending = await asyncio.wait(pending, timeout=min(_RECANCEL_EVERY, remaining))
+        _, pending = await asyncio.wait(pending, timeout=min(wait, remaining))
+        wait = _RECANCEL_EVERY
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved, so asyncio does not log "exception was never retrieved" at exit
