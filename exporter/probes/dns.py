@@ -83,7 +83,7 @@ async def probe(target: DNSTarget, timeout: float) -> ProbeResult:
         if seen.ignored:
             detail += f"; ignored {seen.ignored} reply(s) not answering the query (last: {seen.last_ignored})"
         return failure(Reason.TIMEOUT, detail)
-    except (_BadAnswer, dns.exception.FormError) as exc:  # FormError: also BadEDNS, TrailingJunk, ...
+    except (_BadAnswer, dns.exception.DNSException) as exc:  # an answer we could not parse: FormError, BadEDNS, ...
         return failure(Reason.PROTOCOL_ERROR, describe(exc))
     except OSError as exc:
         return failure(reason_for_os_error(exc), describe(exc))
