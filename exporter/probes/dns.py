@@ -73,6 +73,9 @@ async def probe(target: DNSTarget, timeout: float) -> ProbeResult:
 
     try:
         query = dns.message.make_query(target.query_name, target.query_type.value)
+    except Exception as exc:  # a name config or discovery should have refused: ours, not the server's fault
+        return failure(Reason.ERROR, f"cannot build the query: {describe(exc)}")
+    try:
         async with asyncio.timeout(timeout):
             if target.protocol is Transport.UDP:
                 response = await _query_udp(query, target, seen)
