@@ -6,15 +6,14 @@ Nothing here touches the global Prometheus registry; the caller passes the regis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
+from .background import BackgroundTasks
 from .config import Config
 from .diagnose import DiagnosisMetrics, Localizer
 from .metrics import ProbeMetrics
@@ -23,7 +22,7 @@ from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
 from .perspective import NodePerspective
 from .probes import prepare as prepare_probes
 from .probes import run_probe
-from .scheduler import ProbeFn, ResultSink, Scheduler
+from .scheduler import DEFAULT_CLOSE_DEADLINE, ProbeFn, ResultSink, Scheduler
 from .targets import TargetSources
 
 # /healthz fails when the event loop has not ticked for this long: probes are not running any more and the
@@ -70,7 +69,7 @@ class Exporter:
         self.node_facts = (
             NodeFactsMetrics(registry, source_node=config.source_node) if config.node_facts.enabled else None
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        self.background = BackgroundTasks(registry, source_node=config.source_node)
         self._heartbeat = time.monotonic()
         self._started = False
 
@@ -84,38 +83,35 @@ class Exporter:
     async def start(self) -> None:
         prepare_probes()
         self.sources.apply()
-        self._spawn("heartbeat", self._beat())
+        spawn = self.background.spawn
+        spawn("heartbeat", self._beat)
         if self.node_perspective is not None:
-            self._spawn("node perspective", self.node_perspective.run())
+            spawn("node_perspective", self.node_perspective.run)
         if self.node_facts is not None:
             facts = self.config.node_facts
-            self._spawn(
-                "node facts",
-                refresh_forever(
+            spawn(
+                "node_facts",
+                lambda: refresh_forever(
                     facts.interval,
                     self._on_node_facts,
                     cluster_ips=self.probed_cluster_ips,
                     netns=facts.netns or None,
                 ),
             )
-        if self.config.discovery is not None:
+        discovery = self.config.discovery
+        if discovery is not None:
             from .discovery import run_discovery  # only when configured: it needs cluster credentials
 
-            self._spawn(
+            spawn(
                 "discovery",
-                run_discovery(
-                    self.config.discovery,
+                lambda: run_discovery(
+                    discovery,
                     source_node=self.config.source_node,
                     sources=self.sources,
                     registry=self._registry,
                 ),
             )
         self._started = True
-
-    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name=name)
-        task.add_done_callback(_log_crash)
-        self._tasks.append(task)
 
     def _on_node_facts(self, snapshot: NodeFacts) -> None:
         if self.node_facts is not None:
@@ -126,13 +122,11 @@ class Exporter:
         """The Service addresses being probed, so node facts can check kube-proxy has a DNAT rule for each."""
         return service_addresses(self.scheduler.targets())
 
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.scheduler.close()
+    async def close(self, deadline: float = DEFAULT_CLOSE_DEADLINE) -> list[str]:
+        """Stop the background tasks and the probe loops, waiting at most ``deadline`` seconds for them.
+        Returns the names of the tasks still running then (normally none; each is logged)."""
+        background, probes = await asyncio.gather(self.background.close(deadline), self.scheduler.close(deadline))
+        return background + probes
 
     async def __aenter__(self) -> Exporter:
         await self.start()
@@ -151,11 +145,17 @@ class Exporter:
         stale = time.monotonic() - self._heartbeat
         if stale > HEARTBEAT_STALE_SECONDS:
             return False, f"event loop has not run for {stale:.0f}s"
+        looping = self.background.crash_looping()
+        if looping:  # restarting it in-process has not helped; a restart of the pod may
+            return False, "background task crash-looping: " + "; ".join(looping)
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
         if not self._started:
             return False, "starting"
+        down = self.background.down()
+        if down:  # restarting with backoff; meanwhile targets or facts are stale
+            return False, "background task down: " + "; ".join(down)
         return True, f"ok: {len(self.scheduler.targets())} targets scheduled"
 
 
@@ -193,9 +193,3 @@ class Tee:
     def observe_lag(self, seconds: float) -> None:
         for sink in self._sinks:
             sink.observe_lag(seconds)
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    # Background work ends only by cancellation; anything else is a bug that must be visible, not silent.
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task %r stopped", task.get_name(), exc_info=task.exception())

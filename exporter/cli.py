@@ -2,7 +2,8 @@
 likely cause), ``check-config``.
 
 Exit status: 0 success; 1 ``probe`` found a failing target or ``diagnose`` named a cause; 2 bad config or
-usage (or, for ``diagnose --url``, no answer from the exporter).
+usage (or, for ``diagnose --url``, no answer from the exporter). ``run`` exits 0 when SIGTERM/SIGINT stopped it
+cleanly, within SHUTDOWN_DEADLINE, and 1 when that deadline cut work short (the log names what).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -28,6 +32,8 @@ from .probes import run_probe
 from .server import MetricsServer, Response
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+log = logging.getLogger("netpath_exporter")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,10 +122,8 @@ async def _run(config: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = CollectorRegistry(support_collectors_without_names=True)  # name[]= must see describe-less collectors
     ProcessCollector(registry=registry)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    shutdown = _Shutdown(asyncio.get_running_loop())
+    shutdown.install()
     async with Exporter(config, registry) as exporter:
         try:
             server = MetricsServer(
@@ -143,11 +147,73 @@ async def _run(config: Config) -> int:
             file=sys.stderr,
             flush=True,
         )
-        try:
-            await stop.wait()
-        finally:
-            server.close()
+        await shutdown.requested.wait()
+        # The HTTP server's shutdown polls (up to 0.5 s): in a thread, alongside stopping the tasks.
+        closing_server = asyncio.create_task(asyncio.to_thread(server.close), name="http server close")
+        left = await exporter.close(deadline=_TASKS_DEADLINE)
+        # A thread cannot be cancelled: wait for it, within what is left of the budget before the watchdog.
+        _, server_left = await asyncio.wait({closing_server}, timeout=max(0.0, _SERVER_DEADLINE - shutdown.elapsed()))
+        left += [task.get_name() for task in server_left]
+        if left:  # exit now: leaving the block would wait for them once more
+            log.error("shutdown cut short after %.2fs: still running: %s", shutdown.elapsed(), ", ".join(left))
+            _exit_now(EXIT_FAILED)
+    log.info("stopped in %.2fs", shutdown.elapsed())
     return EXIT_OK
+
+
+# SIGTERM/SIGINT to exit, at most: the chart's terminationGracePeriodSeconds stays well above it.
+SHUTDOWN_DEADLINE = 2.0
+_TASKS_DEADLINE = 1.0  # what the probe loops and background tasks get of it; the rest is the exit itself
+_SERVER_DEADLINE = 1.5  # for the HTTP server's close, counted from the signal (it runs alongside)
+_WATCHDOG_AFTER = 1.8  # then the process exits whatever is still running, saying what that was
+
+
+class _Shutdown:
+    """The first SIGTERM/SIGINT asks for a stop and arms a watchdog thread that ends the process at the
+    deadline however stuck the event loop or a thread is; a second signal ends it at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.requested = asyncio.Event()
+        self._since: float | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def elapsed(self) -> float:
+        return 0.0 if self._since is None else time.monotonic() - self._since
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self._since is not None:
+            log.warning("%s again while stopping: exiting now", name)
+            _exit_now(EXIT_FAILED)
+        self._since = time.monotonic()
+        log.info("%s: stopping (exit within %.1fs)", name, SHUTDOWN_DEADLINE)
+        threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
+        self.requested.set()
+
+    def _watchdog(self) -> None:
+        time.sleep(_WATCHDOG_AFTER)
+        try:
+            running = sorted(t.get_name() for t in asyncio.all_tasks(self._loop) if not t.done())
+        except RuntimeError:  # the loop is gone: what is left is the interpreter's own exit
+            running = []
+        log.error(
+            "shutdown did not finish within %.1fs; exiting anyway; cut short: %s",
+            _WATCHDOG_AFTER,
+            ", ".join(running) or "the interpreter's exit (threads)",
+        )
+        _exit_now(EXIT_FAILED)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without running anything else (no atexit joins of threads, no awaiting of tasks)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # --- probe ---

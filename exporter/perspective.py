@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
@@ -63,6 +65,8 @@ _ENUMS: dict[str, type[Enum]] = {
 }
 _MAX_LINE = 64 << 20  # a target set of thousands of targets is one line
 _RESTART_BACKOFF = (1.0, 30.0)  # seconds: first and longest wait before restarting a dead worker
+_REAP_WITHIN = 0.5  # seconds to wait for a killed worker to be reaped at shutdown
+_WORKER_CLOSE_DEADLINE = 0.5  # seconds the worker waits for its probe loops when told to stop
 
 
 # --- the wire format between exporter and worker -----------------------------------------------------------
@@ -174,8 +178,15 @@ class NodePerspective(Collector):
         try:
             while True:
                 self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "exporter", "worker", "--netns", self._netns, *self._args,
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    sys.executable,
+                    "-m",
+                    "exporter",
+                    "worker",
+                    "--netns",
+                    self._netns,
+                    *self._args,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
                 )
                 self._send()
                 assert self._proc.stdout is not None
@@ -185,16 +196,28 @@ class NodePerspective(Collector):
                     self._handle(line)
                 code = await self._proc.wait()
                 self._up = False
-                log.warning("node-perspective worker (netns %s) exited with %s; restarting in %.0fs",
-                            self._netns, code, wait)
+                log.warning(
+                    "node-perspective worker (netns %s) exited with %s; restarting in %.0fs", self._netns, code, wait
+                )
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, _RESTART_BACKOFF[1])
         finally:
             self._up = False
-            if self._proc is not None and self._proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
-                await self._proc.wait()
+            await self._stop_worker()
+
+    async def _stop_worker(self) -> None:
+        """End the worker now: it holds no state worth a graceful stop. Bounded: a kill is reaped at once, and
+        the exporter's shutdown must not hang on a child it cannot reap."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        try:
+            async with asyncio.timeout(_REAP_WITHIN):
+                await proc.wait()
+        except TimeoutError:
+            log.warning("node-perspective worker (pid %d) not reaped within %.1fs of SIGKILL", proc.pid, _REAP_WITHIN)
 
     def _handle(self, line: bytes) -> None:
         try:
@@ -250,13 +273,26 @@ def worker_main(netns: str, *, max_concurrency: int, jitter: float) -> int:
 
 
 async def _work(max_concurrency: int, jitter: float) -> None:
+    """Probe until stdin closes (the exporter is gone) or a SIGTERM/SIGINT arrives (a container runtime or a
+    terminal signals the whole process group); either way stop within a bounded time, quietly."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_MAX_LINE)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     prepare_probes()
     scheduler = Scheduler(_StdoutSink(), max_concurrency=max_concurrency, jitter=jitter)
+    reading = asyncio.create_task(_apply_target_sets(reader, scheduler), name="worker stdin")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, reading.cancel)
     try:
-        async for line in reader:
-            scheduler.set_targets(target_from_json(t) for t in json.loads(line)["targets"])
-    finally:  # stdin closed: the exporter is gone
-        await scheduler.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+    finally:
+        left = await scheduler.close(_WORKER_CLOSE_DEADLINE)
+        if left:  # logged by the scheduler; exit without waiting for them
+            sys.stdout.flush()
+            os._exit(0)
+
+
+async def _apply_target_sets(reader: asyncio.StreamReader, scheduler: Scheduler) -> None:
+    async for line in reader:
+        scheduler.set_targets(target_from_json(t) for t in json.loads(line)["targets"])

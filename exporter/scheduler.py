@@ -4,16 +4,21 @@ Each target runs its own loop: wait until due (interval with jitter), take a slo
 within the target's timeout, report the result to the sink. Targets are added, changed and removed at
 runtime with :meth:`Scheduler.set_targets`; a removed target's loop is cancelled and the sink told to forget
 it, so its series disappear.
+
+Cancellation is total: a library under a probe may swallow a cancellation (Python 3.11's ``asyncio.wait_for``
+does when the awaited thing completes at the same moment, gh-86296), so each loop checks after every probe
+whether it was asked to stop, and :meth:`Scheduler.close` cancels again until the loops have ended or its
+deadline has passed — it never waits forever, and it says which loops it left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .model import AnyTarget, ProbeResult, Reason, TargetKey
 from .probes import run_probe
@@ -23,6 +28,14 @@ ProbeFn = Callable[[AnyTarget, float], Awaitable[ProbeResult]]
 # A probe that overruns its own timeout by this much is cut off by the scheduler: probes promise never to
 # outlive their timeout, this is the belt to that pair of braces.
 _OVERRUN_GRACE = 0.5
+
+# While closing, loops that have not ended after the first grace are cancelled again this often: a
+# cancellation swallowed by a library is then delivered at the loop's next await.
+_RECANCEL_EVERY = 0.05
+_FIRST_CANCEL_GRACE = 0.25
+DEFAULT_CLOSE_DEADLINE = 1.0
+
+log = logging.getLogger("netpath_exporter.scheduler")
 
 
 class ResultSink(Protocol):
@@ -90,14 +103,17 @@ class Scheduler:
         if forget:
             self._sink.forget(target)
 
-    async def close(self) -> None:
+    async def close(self, deadline: float = DEFAULT_CLOSE_DEADLINE) -> list[str]:
+        """Stop every loop; wait at most ``deadline`` seconds for them to end. Returns the names of the loops
+        still running then (logged; normally none), which the caller leaves to the process exit."""
         self._closed = True
         tasks = [task for _, task in self._tasks.values()]
         for key in list(self._tasks):
             self._stop(key, forget=False)
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        left = await cancel_and_wait(tasks, deadline)
+        if left:
+            log.warning("scheduler closed with %d probe loops still running: %s", len(left), ", ".join(left))
+        return left
 
     # --- one target's life ---------------------------------------------------------------------------------
 
@@ -114,6 +130,9 @@ class Scheduler:
                 self._sink.observe_lag(max(0.0, loop.time() - due))
                 started = loop.time()
                 result = await self._run_one(target)
+            if _cancel_requested():
+                # A library swallowed our cancellation and returned a result instead: stop anyway.
+                raise asyncio.CancelledError
             self._sink.record(target, result)
             # Schedule from the planned time, not from when the probe ended, so probe duration doesn't
             # stretch the interval; but never queue up a burst after a long stall.
@@ -135,3 +154,35 @@ class Scheduler:
             )
         finally:
             self._in_flight -= 1
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], deadline: float) -> list[str]:
+    """Cancel ``tasks`` and wait up to ``deadline`` seconds for all of them to end, cancelling the stragglers
+    again every few tens of milliseconds after a first grace of a quarter second. Returns the names of those
+    still running at the deadline.
+
+    Never waits longer than the deadline and never raises for the tasks' own outcomes; a cancellation of the
+    caller itself still propagates.
+    """
+    tasks = list(tasks)
+    pending = set(tasks)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline
+    wait = _FIRST_CANCEL_GRACE  # undisturbed at first: cleanup in `finally` (reaping a child) may await
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = until - loop.time()
+        if remaining <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(wait, remaining))
+        wait = _RECANCEL_EVERY
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log "exception was never retrieved" at exit
+    return sorted(task.get_name() for task in pending)

@@ -17,9 +17,7 @@ from lab.loopback import blackhole_listener, tcp_listener
 
 
 def tcp(name: str, host: str, port: int) -> TCPTarget:
-    return TCPTarget(
-        name=name, path=PathClass.POD_IP, via=Via.POD, host=host, port=port, interval=1.0, timeout=0.9
-    )
+    return TCPTarget(name=name, path=PathClass.POD_IP, via=Via.POD, host=host, port=port, interval=1.0, timeout=0.9)
 
 
 def scrape(port: int) -> str:
@@ -43,9 +41,7 @@ async def test_fifty_blackholed_targets_do_not_delay_five_healthy_ones() -> None
         config = Config(source_node="test-node", listen_host="127.0.0.1", listen_port=0, targets=tuple(targets))
         registry = CollectorRegistry()
         async with Exporter(config, registry) as exporter:
-            server = MetricsServer(
-                "127.0.0.1", 0, registry, healthy=exporter.healthy, ready=exporter.ready
-            )
+            server = MetricsServer("127.0.0.1", 0, registry, healthy=exporter.healthy, ready=exporter.ready)
             server.start()
             try:
                 # A bounded window of 5.5 s; the exporter must answer a scrape every half second meanwhile.
@@ -95,8 +91,14 @@ def test_service_addresses_are_those_probed_via_a_service() -> None:
     targets: list[AnyTarget] = [
         TCPTarget(name="svc", path=PathClass.CLUSTER_IP, via=Via.SERVICE, host="10.43.0.20", port=80),
         TCPTarget(name="pod", path=PathClass.POD_IP, via=Via.POD, host="10.42.1.5", port=8080),
-        DNSTarget(name="dns", path=PathClass.DNS, via=Via.SERVICE, server="10.43.0.10", protocol=Transport.UDP,
-                  query_name="a.b"),
+        DNSTarget(
+            name="dns",
+            path=PathClass.DNS,
+            via=Via.SERVICE,
+            server="10.43.0.10",
+            protocol=Transport.UDP,
+            query_name="a.b",
+        ),
         HTTPTarget(name="web", path=PathClass.CLUSTER_IP, via=Via.SERVICE, url="http://10.43.0.30/healthz"),
     ]
     assert service_addresses(targets) == [
@@ -104,3 +106,43 @@ def test_service_addresses_are_those_probed_via_a_service() -> None:
         ClusterIPPort("10.43.0.10", 53, "udp"),
         ClusterIPPort("10.43.0.30", 80, "tcp"),
     ]
+
+
+async def test_a_failed_background_task_shows_in_readiness_and_metrics_until_it_is_back() -> None:
+    registry = CollectorRegistry()
+    config = Config(source_node="test-node", listen_host="127.0.0.1", listen_port=0)
+    back = asyncio.Event()
+    failures = 0
+
+    async def flaky() -> None:
+        nonlocal failures
+        while not back.is_set():
+            failures += 1
+            await asyncio.sleep(0)
+            raise RuntimeError("watch stream cut")
+        await asyncio.Event().wait()
+
+    async with Exporter(config, registry) as exporter:
+        exporter.background.spawn("discovery", flaky)
+        for _ in range(100):  # bounded: until it has failed once and waits for its restart
+            await asyncio.sleep(0.01)
+            if failures:
+                break
+        ok, why = exporter.ready()
+        assert not ok and why == "background task down: discovery (RuntimeError: watch stream cut)"
+        up = {"source_node": "test-node", "task": "discovery"}
+        assert registry.get_sample_value("netpath_background_task_up", up) == 0
+        assert exporter.healthy() == (True, "ok")  # one failure is not a crash loop: no pod restart yet
+
+        back.set()
+        for _ in range(300):  # bounded: the first backoff is about a second
+            await asyncio.sleep(0.01)
+            if exporter.ready()[0]:
+                break
+        assert exporter.ready()[0]
+        assert registry.get_sample_value("netpath_background_task_up", up) == 1
+        assert registry.get_sample_value("netpath_background_task_restarts_total", up) == 1
+        heartbeat = {"source_node": "test-node", "task": "heartbeat"}
+        assert registry.get_sample_value("netpath_background_task_up", heartbeat) == 1
+
+    assert await exporter.close() == []  # closed already: nothing left running

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,16 +33,42 @@ from exporter.model import (
     Via,
 )
 from exporter.perspective import result_from_json, result_to_json, target_from_json, target_to_json
+from lab.loopback import closed_port
 
 TARGETS = [
-    TCPTarget(name="peer/node2", path=PathClass.POD_IP, via=Via.POD, target_node="node2", host="10.42.2.3",
-              port=10047, interval=2.0, timeout=1.0),
-    HTTPTarget(name="ingress/web", path=PathClass.INGRESS, via=Via.INGRESS, url="http://10.42.1.9/big",
-               host_header="platform.keybuzz.io", expect_status=frozenset({200, 204}), min_body_bytes=65536,
-               service="kube-system/traefik", perspective=Perspective.NODE),
-    DNSTarget(name="dns/kube-dns", path=PathClass.DNS, via=Via.SERVICE, server="10.43.0.10", port=53,
-              protocol=Transport.TCP, query_name="kubernetes.default.svc.cluster.local",
-              query_type=DNSQueryType.SRV, expect=frozenset({"10.43.0.1"}), source="dns"),
+    TCPTarget(
+        name="peer/node2",
+        path=PathClass.POD_IP,
+        via=Via.POD,
+        target_node="node2",
+        host="10.42.2.3",
+        port=10047,
+        interval=2.0,
+        timeout=1.0,
+    ),
+    HTTPTarget(
+        name="ingress/web",
+        path=PathClass.INGRESS,
+        via=Via.INGRESS,
+        url="http://10.42.1.9/big",
+        host_header="platform.keybuzz.io",
+        expect_status=frozenset({200, 204}),
+        min_body_bytes=65536,
+        service="kube-system/traefik",
+        perspective=Perspective.NODE,
+    ),
+    DNSTarget(
+        name="dns/kube-dns",
+        path=PathClass.DNS,
+        via=Via.SERVICE,
+        server="10.43.0.10",
+        port=53,
+        protocol=Transport.TCP,
+        query_name="kubernetes.default.svc.cluster.local",
+        query_type=DNSQueryType.SRV,
+        expect=frozenset({"10.43.0.1"}),
+        source="dns",
+    ),
 ]
 
 
@@ -50,7 +79,11 @@ def test_targets_cross_the_pipe_unchanged(target: TCPTarget | HTTPTarget | DNSTa
 
 def test_results_cross_the_pipe_unchanged() -> None:
     result = ProbeResult.failure(
-        Reason.BAD_STATUS, 2.01, "HTTP 504", http_status=504, body_bytes=120,
+        Reason.BAD_STATUS,
+        2.01,
+        "HTTP 504",
+        http_status=504,
+        body_bytes=120,
         tcp_info=TCPInfo(syn_retransmits=1, rtt_seconds=0.001, rttvar_seconds=0.0005),
     )
     assert result_from_json(result_to_json(result)) == result
@@ -69,7 +102,10 @@ def test_the_node_perspective_is_opt_in_and_validated() -> None:
 def test_a_worker_that_cannot_enter_its_namespace_says_so() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "exporter", "worker", "--netns", "/nonexistent/netns"],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2
     assert "cannot enter network namespace /nonexistent/netns" in done.stderr
@@ -96,8 +132,9 @@ def other_namespace() -> Iterator[tuple[str, int]]:
             f"import socket\ns=socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(64)\n"
             "print('ready', flush=True)\nwhile True: s.accept()[0].close()\n"
         )
-        listener = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", code],
-                                    stdout=subprocess.PIPE, text=True)
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", name, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+        )
         assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
         yield name, port
     finally:
@@ -121,8 +158,9 @@ async def test_each_target_is_probed_from_both_namespaces_and_forgotten_in_both(
     other_namespace: tuple[str, int],
 ) -> None:
     netns, port = other_namespace
-    target = TCPTarget(name="only-there", path=PathClass.POD_IP, via=Via.POD, host="127.0.0.1", port=port,
-                       interval=0.3, timeout=0.3)
+    target = TCPTarget(
+        name="only-there", path=PathClass.POD_IP, via=Via.POD, host="127.0.0.1", port=port, interval=0.3, timeout=0.3
+    )
     config = Config(source_node="node1", node_perspective=NodePerspectiveConfig(enabled=True, netns=netns))
     registry = CollectorRegistry()
     async with Exporter(config, registry) as exporter:
@@ -148,3 +186,41 @@ def test_docs_node_perspective_section_matches_the_exposition() -> None:
     text = generate_latest(registry).decode()
     ours = {n: labels for n, labels in exposed(text).items() if n.startswith("netpath_node_perspective")}
     assert ours == documented("Node perspective")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_worker_stops_quietly_on_a_signal_while_probing(sig: signal.Signals) -> None:
+    # In a container the runtime signals PID 1 only, but a terminal (or `kill -- -PGID`) signals the whole
+    # group: the worker then stops by itself, within the exporter's shutdown deadline, without a traceback.
+    if os.geteuid() != 0:
+        pytest.skip("setns needs CAP_SYS_ADMIN")
+    with closed_port() as closed:
+        dns_target = DNSTarget(
+            name="dns",
+            path=PathClass.DNS,
+            via=Via.POD,
+            server=closed.host,
+            port=closed.port,
+            query_name="a.lab.test",
+            interval=0.05,
+            timeout=0.05,
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "worker", "--netns", f"/proc/{os.getpid()}/ns/net"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert worker.stdin is not None and worker.stdout is not None
+            worker.stdin.write((json.dumps({"targets": [target_to_json(dns_target)]}) + "\n").encode())
+            worker.stdin.flush()
+            assert b'"reason": "refused"' in worker.stdout.readline()  # probing now
+            worker.send_signal(sig)
+            code = worker.wait(timeout=2.0)  # the acceptance deadline; raises if it is still running
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert code == 0
+        assert worker.stderr is not None and b"Traceback" not in worker.stderr.read()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
+from misbehaving import cancellations_lost, hold, tcp_script
+
 from exporter.model import HTTPTarget, PathClass, Reason, Via
 from exporter.probes import http
 from lab.apps.httpapp import BIG_BODY, STALL_FIRST_CHUNK, RunningApp
@@ -32,9 +36,7 @@ async def test_a_504_is_bad_status_and_keeps_the_status_code(httpapp_server: Run
 
 
 async def test_an_expected_non_200_status_is_ok(httpapp_server: RunningApp) -> None:
-    result = await http.probe(
-        target(httpapp_server.url + "/status/404", expect_status=frozenset({404})), timeout=1.0
-    )
+    result = await http.probe(target(httpapp_server.url + "/status/404", expect_status=frozenset({404})), timeout=1.0)
 
     assert result.ok, result
     assert result.http_status == 404
@@ -50,9 +52,7 @@ async def test_a_response_slower_than_the_timeout_is_response_timeout(httpapp_se
 
 
 async def test_a_large_body_read_completely_meets_min_body_bytes(httpapp_server: RunningApp) -> None:
-    result = await http.probe(
-        target(httpapp_server.url + "/big", min_body_bytes=len(BIG_BODY)), timeout=1.5
-    )
+    result = await http.probe(target(httpapp_server.url + "/big", min_body_bytes=len(BIG_BODY)), timeout=1.5)
 
     assert result.ok, result
     assert result.body_bytes == len(BIG_BODY)
@@ -77,9 +77,7 @@ async def test_headers_then_a_stalled_body_is_body_timeout(httpapp_server: Runni
 
 
 async def test_the_host_header_is_sent(httpapp_server: RunningApp) -> None:
-    result = await http.probe(
-        target(httpapp_server.url + "/healthz", host_header="keybuzz.example.test"), timeout=1.0
-    )
+    result = await http.probe(target(httpapp_server.url + "/healthz", host_header="keybuzz.example.test"), timeout=1.0)
 
     assert result.ok, result
     assert list(httpapp_server.server.recent_requests) == [("/healthz", "keybuzz.example.test")]
@@ -117,3 +115,70 @@ async def test_https_to_a_plain_http_port_is_tls_error(httpapp_server: RunningAp
 
     assert result.reason is Reason.TLS_ERROR
     assert "connect" in result.phases
+
+
+# --- servers that break the protocol (tests/misbehaving.py) --------------------------------------------------
+
+
+def _headers_never_end(conn: socket.socket) -> None:
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n")  # and no blank line, ever
+    hold(conn, 3.0)
+
+
+def _says_nothing(conn: socket.socket) -> None:
+    conn.recv(4096)
+    hold(conn, 3.0)
+
+
+def _endless_headers(conn: socket.socket) -> None:
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for _ in range(10_000):  # 1 MB of headers, bounded; the probe stops reading long before
+        conn.sendall(b"X-Filler: " + b"a" * 90 + b"\r\n")
+
+
+def _endless_body(conn: socket.socket) -> None:
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+    chunk = b"x" * 65536
+    for _ in range(1600):  # 100 MB at most; the probe stops at its cap
+        conn.sendall(chunk)
+
+
+async def test_headers_without_their_terminating_blank_line_are_protocol_error_not_response_timeout() -> None:
+    with tcp_script(_headers_never_end) as server:
+        result = await http.probe(target(f"http://127.0.0.1:{server.port}/"), timeout=0.5)
+
+    assert result.reason is Reason.PROTOCOL_ERROR, result
+    assert "headers incomplete: 36 bytes received" in result.detail
+
+
+async def test_a_server_that_says_nothing_is_still_response_timeout() -> None:
+    with tcp_script(_says_nothing) as server:
+        result = await http.probe(target(f"http://127.0.0.1:{server.port}/"), timeout=0.5)
+
+    assert result.reason is Reason.RESPONSE_TIMEOUT, result
+
+
+async def test_endless_headers_are_cut_off_as_protocol_error() -> None:
+    with tcp_script(_endless_headers) as server:
+        result = await http.probe(target(f"http://127.0.0.1:{server.port}/"), timeout=2.0)
+
+    assert result.reason is Reason.PROTOCOL_ERROR, result  # h11's 16 KiB bound on an incomplete header block
+
+
+async def test_an_endless_body_is_read_only_up_to_the_cap() -> None:
+    with tcp_script(_endless_body) as server:
+        result = await http.probe(target(f"http://127.0.0.1:{server.port}/"), timeout=2.0)
+
+    assert result.ok, result
+    assert result.body_bytes is not None and http.BODY_READ_CAP <= result.body_bytes < http.BODY_READ_CAP + 65536
+
+
+async def test_the_http_probe_ends_whenever_it_is_cancelled(httpapp_server: RunningApp) -> None:
+    probe_target = target(httpapp_server.url + "/")
+
+    lost = await cancellations_lost(lambda: http.probe(probe_target, timeout=1.0), attempts=200)
+
+    assert lost == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from misbehaving import cancellations_lost
+
 from exporter.model import PathClass, Reason, TCPTarget, Via
 from exporter.probes import tcp
 from lab.loopback import BlackholeListener, Listener
@@ -88,8 +90,20 @@ def test_a_blackhole_route_is_unreachable_not_an_error() -> None:
             "t = TCPTarget(name='x', path=PathClass.CLUSTER_IP, via=Via.SERVICE, host='10.43.0.1', port=443)\n"
             "print(asyncio.run(run_probe(t, 1.0)).reason.value)\n"
         )
-        out = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", code],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["ip", "netns", "exec", name, sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     finally:
         subprocess.run(["ip", "netns", "del", name], check=True)
     assert out.strip() == "unreachable"
+
+
+async def test_the_tcp_probe_ends_whenever_it_is_cancelled(tcp_listener: Listener, closed_port: Listener) -> None:
+    accepted, refused = target(tcp_listener.port), target(closed_port.port)
+
+    assert await cancellations_lost(lambda: tcp.probe(accepted, timeout=1.0), attempts=200) == 0
+    assert await cancellations_lost(lambda: tcp.probe(refused, timeout=1.0), attempts=200) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 from collections.abc import AsyncIterator
@@ -138,3 +139,47 @@ async def test_jitter_spreads_probes() -> None:
     assert len(gaps) >= 8
     assert min(gaps) >= 0.065 and max(gaps) <= 0.14  # within ±30 % (plus loop slack), and not all equal
     assert max(gaps) - min(gaps) > 0.01
+
+
+# --- closing: cancellation is total, the wait is bounded -----------------------------------------------------
+
+
+async def test_a_probe_that_swallows_its_cancellation_still_ends_its_loop() -> None:
+    # What dnspython under Python 3.11's wait_for did: the cancellation arrives as the answer does, and the
+    # probe returns the answer instead of raising.
+    async def swallowing(target: AnyTarget, timeout: float) -> ProbeResult:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(timeout)
+        return ProbeResult.failure(Reason.REFUSED, 0.0)
+
+    sink = RecordingSink()
+    scheduler = Scheduler(sink, probe=swallowing, jitter=0.0)
+    scheduler.set_targets([tcp(f"t{i}", 1, interval=0.05) for i in range(20)])
+    await asyncio.sleep(0.2)
+
+    assert await scheduler.close(deadline=5.0) == []
+    assert all(task.done() for task in asyncio.all_tasks() if task.get_name().startswith("probe "))
+
+
+async def test_close_gives_up_at_its_deadline_and_names_what_it_left() -> None:
+    release = asyncio.Event()
+
+    async def stubborn(target: AnyTarget, timeout: float) -> ProbeResult:
+        while not release.is_set():  # refuses every cancellation: the worst a library could do
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+        return ProbeResult.success(0.0)
+
+    scheduler = Scheduler(RecordingSink(), probe=stubborn, jitter=0.0)
+    scheduler.set_targets([tcp("stubborn", 1, interval=0.05), tcp("other", 2, interval=0.05)])
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    left = await scheduler.close(deadline=0.3)
+
+    waited = loop.time() - started
+    release.set()
+    assert left == ["probe tcp other", "probe tcp stubborn"]
+    assert 0.3 <= waited < 5.0  # bounded: the hang guard, not a performance bound
+    await asyncio.sleep(0.1)  # released: they end now, cancelled by the close

@@ -3,21 +3,36 @@
 UDP and TCP are probed separately and a truncated UDP answer is reported, not retried over TCP: "DNS over
 UDP to the kube-dns ClusterIP times out while TCP works" is a diagnosis (a conntrack or checksum problem
 with UDP), and a resolver-style fallback would hide it.
+
+dnspython builds and parses the messages; the socket I/O is our own (``loop.sock_*`` under one
+``asyncio.timeout``). dnspython's asyncio query functions wrap every read in ``asyncio.wait_for``, which on
+Python 3.11 swallows a cancellation that arrives while the read has just completed (CPython gh-86296): the
+probe then returns a result instead of stopping, and the scheduler waited for it forever at shutdown.
+``loop.sock_recv``/``sock_connect`` are plain futures, so a cancellation always ends this probe.
+
+Like a resolver, a UDP probe ignores a datagram that is not the answer to its query (another ID, another
+question, unparseable and not carrying our ID) and keeps waiting for the right one until its timeout. Over
+TCP the connection is ours alone, so an answer that does not match, or a connection closed before the
+answer is complete, is a ``protocol_error``. Reads are bounded by the protocol: one datagram, or the 2-byte
+length prefix of DNS over TCP (at most 65,535 bytes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
+import struct
 import time
+from dataclasses import dataclass
 from types import MappingProxyType
 
-import dns.asyncbackend
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
@@ -30,28 +45,48 @@ _RCODE_REASON = {
     dns.rcode.REFUSED: Reason.DNS_REFUSED,
 }
 
+# The largest DNS message either transport can carry: a UDP datagram's payload, or what a 2-byte TCP length
+# prefix can announce. Nothing larger is ever read.
+MAX_MESSAGE_BYTES = 65535
+_TCP_LENGTH = struct.Struct("!H")
+
+
+class _BadAnswer(Exception):
+    """The server answered, but not with a DNS answer to our query (becomes ``protocol_error``)."""
+
+
+@dataclass
+class _Exchange:
+    """What one query saw on the wire; the count of ignored datagrams goes into a timeout's detail."""
+
+    ignored: int = 0
+    last_ignored: str = ""
+
 
 async def probe(target: DNSTarget, timeout: float) -> ProbeResult:
     """Ask target.server for target.query_name/query_type within ``timeout`` seconds and judge the answer."""
     start = time.monotonic()
+    seen = _Exchange()
 
     def failure(reason: Reason, detail: str) -> ProbeResult:
         return ProbeResult.failure(reason, time.monotonic() - start, detail)
 
     try:
         query = dns.message.make_query(target.query_name, target.query_type.value)
+    except Exception as exc:  # a name config or discovery should have refused: ours, not the server's fault
+        return failure(Reason.ERROR, f"cannot build the query: {describe(exc)}")
+    try:
         async with asyncio.timeout(timeout):
             if target.protocol is Transport.UDP:
-                response = await dns.asyncquery.udp(
-                    query, target.server, timeout=timeout, port=target.port, ignore_unexpected=True
-                )
+                response = await _query_udp(query, target, seen)
             else:
-                response = await dns.asyncquery.tcp(query, target.server, timeout=timeout, port=target.port)
-    except (TimeoutError, dns.exception.Timeout):
-        return failure(
-            Reason.TIMEOUT, f"no answer from {target.address} over {target.protocol} within {timeout:g}s"
-        )
-    except dns.exception.FormError as exc:  # also BadEDNS, TrailingJunk, ...: an answer we could not parse
+                response = await _query_tcp(query, target)
+    except TimeoutError:
+        detail = f"no answer from {target.address} over {target.protocol} within {timeout:g}s"
+        if seen.ignored:
+            detail += f"; ignored {seen.ignored} reply(s) not answering the query (last: {seen.last_ignored})"
+        return failure(Reason.TIMEOUT, detail)
+    except (_BadAnswer, dns.exception.DNSException) as exc:  # an answer we could not parse: FormError, BadEDNS, ...
         return failure(Reason.PROTOCOL_ERROR, describe(exc))
     except OSError as exc:
         return failure(reason_for_os_error(exc), describe(exc))
@@ -87,10 +122,75 @@ async def probe(target: DNSTarget, timeout: float) -> ProbeResult:
     return result(Reason.OK, ", ".join(answers))
 
 
+def _socket(target: DNSTarget, kind: socket.SocketKind) -> socket.socket:
+    # Servers are IP literals (validated in config and discovery): no resolution, as in the TCP probe.
+    sock = socket.socket(socket.AF_INET6 if ":" in target.server else socket.AF_INET, kind)
+    sock.setblocking(False)
+    return sock
+
+
+async def _query_udp(query: dns.message.Message, target: DNSTarget, seen: _Exchange) -> dns.message.Message:
+    loop = asyncio.get_running_loop()
+    wire = query.to_wire()
+    with _socket(target, socket.SOCK_DGRAM) as sock:
+        # A connected socket: the kernel drops datagrams from any other address, and an ICMP port
+        # unreachable (nothing listening, or a REJECT rule) comes back as ECONNREFUSED -> "refused".
+        sock.connect((target.server, target.port))
+        await loop.sock_sendall(sock, wire)
+        while True:
+            reply = await loop.sock_recv(sock, MAX_MESSAGE_BYTES)
+            if reply[:2] != wire[:2]:
+                seen.ignored += 1
+                seen.last_ignored = "another message ID" if len(reply) >= 2 else f"{len(reply)}-byte datagram"
+                continue
+            try:
+                response = dns.message.from_wire(reply)
+            except dns.message.ShortHeader:
+                seen.ignored += 1
+                seen.last_ignored = f"{len(reply)}-byte datagram"
+                continue
+            # Our ID but unparseable is reported at once: it is the answer, and it is broken.
+            if not query.is_response(response):
+                seen.ignored += 1
+                seen.last_ignored = "another question"
+                continue
+            return response
+
+
+async def _query_tcp(query: dns.message.Message, target: DNSTarget) -> dns.message.Message:
+    loop = asyncio.get_running_loop()
+    wire = query.to_wire()
+    with _socket(target, socket.SOCK_STREAM) as sock:
+        await loop.sock_connect(sock, (target.server, target.port))
+        await loop.sock_sendall(sock, _TCP_LENGTH.pack(len(wire)) + wire)
+        (length,) = _TCP_LENGTH.unpack(await _read_exactly(loop, sock, _TCP_LENGTH.size, "length prefix"))
+        response = dns.message.from_wire(await _read_exactly(loop, sock, length, "answer"))
+    if not query.is_response(response):
+        raise _BadAnswer("the answer over TCP does not match the query (message ID or question differ)")
+    return response
+
+
+async def _read_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int, what: str) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise _BadAnswer(f"connection closed by the server after {len(data)} of {size} bytes of the {what}")
+        data += chunk
+    return bytes(data)
+
 
 def prepare() -> None:
-    """Load dnspython's asyncio backend now rather than inside the first query (see probes.prepare)."""
-    dns.asyncbackend.get_backend("asyncio")
+    """One-time set-up before probing starts (see probes.prepare): build and parse one message, so dnspython's
+    lazily imported rdata modules are not loaded on the event loop during the first probe."""
+    query = dns.message.make_query("prepare.invalid", "A")
+    dns.message.from_wire(dns.message.make_response(query).to_wire())
+    for rdtype, text in _PREPARE_RDATA.items():
+        dns.rdata.from_text(dns.rdataclass.IN, rdtype.value, text)
+
+
+_PREPARE_RDATA = {DNSQueryType.A: "192.0.2.1", DNSQueryType.AAAA: "2001:db8::1", DNSQueryType.SRV: "0 0 1 a.invalid."}
+
 
 def _answers(response: dns.message.Message, target: DNSTarget) -> tuple[str, ...]:
     """The records of the asked type in the answer section (a CNAME chain's own records are left out)."""

@@ -70,6 +70,7 @@ class _Progress:
         self.tcp_info: TCPInfo | None = None
         self.status: int | None = None
         self.body_bytes: int | None = None
+        self.header_bytes = 0  # response bytes read while the headers were not complete yet
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -82,14 +83,32 @@ class _Progress:
             # Right after the handshake, before any data, total retransmits are retransmitted SYNs.
             if stream is not None:
                 self.tcp_info = read_tcp_info(stream.get_extra_info("socket"))
+                self._count_header_bytes(stream)
             self.stage = "response"
         elif event == "connection.start_tls.started":
             self.stage = "tls"
         elif event == "connection.start_tls.complete":
+            self._count_header_bytes(info.get("return_value"))  # the TLS stream: plaintext from here on
             self.stage = "response"
         elif event == "http11.receive_response_headers.complete":
             self.phases["first_byte"] = self.elapsed()
             self.stage = "body"
+
+    def _count_header_bytes(self, stream: Any) -> None:
+        """Count what the connection reads before the headers are complete, so a response that started and
+        never finished its headers (no blank line) is told from one that never started. httpcore reads through
+        ``stream.read``; wrapping it on this one stream object is the only hook it offers for that."""
+        read = getattr(stream, "read", None)
+        if read is None:
+            return
+
+        async def counting_read(max_bytes: int, timeout: float | None = None) -> bytes:
+            data: bytes = await read(max_bytes, timeout)
+            if self.stage == "response":
+                self.header_bytes += len(data)
+            return data
+
+        stream.read = counting_read
 
     def result(self, reason: Reason, detail: str) -> ProbeResult:
         duration = self.elapsed()
@@ -120,6 +139,13 @@ async def probe(target: HTTPTarget, timeout: float) -> ProbeResult:
             detail += f" ({progress.body_bytes or 0} bytes received)"
     except Exception as exc:  # a probe never raises: map what we know, label the rest "error"
         reason, detail = _classify(exc, progress.stage), describe(exc)
+    if reason is Reason.RESPONSE_TIMEOUT and progress.stage == "response" and progress.header_bytes:
+        # The server answered, but its headers never ended (no blank line): a broken response, not a slow one.
+        reason = Reason.PROTOCOL_ERROR
+        detail = (
+            f"response headers incomplete: {progress.header_bytes} bytes received, "
+            f"no end of headers within {timeout:g}s"
+        )
     return progress.result(reason, detail)
 
 
