@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -24,6 +25,9 @@ from .probes import prepare as prepare_probes
 from .probes import run_probe
 from .scheduler import DEFAULT_CLOSE_DEADLINE, ProbeFn, ResultSink, Scheduler
 from .targets import TargetSources
+
+if TYPE_CHECKING:
+    from .discovery import DiscoveryStatus
 
 # /healthz fails when the event loop has not ticked for this long: probes are not running any more and the
 # kubelet should restart the pod. Generous, so a CPU-throttled pod is not restarted for being slow.
@@ -72,6 +76,11 @@ class Exporter:
         self.background = BackgroundTasks(registry, source_node=config.source_node)
         self._heartbeat = time.monotonic()
         self._started = False
+        self._discovery_status: DiscoveryStatus | None = None
+        # Ready needs one full listing first; an API outage after that keeps the pod ready, because the exporter
+        # goes on probing its last targets (and netpath_discovery_up says the API is lost): taking every exporter
+        # out of its Service whenever the API server flakes would stop peers probing them and hide the outage.
+        self._discovery_listed_once = False
 
     def _apply_targets(self, targets: list[AnyTarget]) -> None:
         """Every target from the exporter's own namespace and, when on, from the node's as well."""
@@ -100,8 +109,9 @@ class Exporter:
             )
         discovery = self.config.discovery
         if discovery is not None:
-            from .discovery import run_discovery  # only when configured: it needs cluster credentials
+            from .discovery import DiscoveryStatus, run_discovery  # only when configured: needs credentials
 
+            status = self._discovery_status = DiscoveryStatus()
             spawn(
                 "discovery",
                 lambda: run_discovery(
@@ -109,6 +119,7 @@ class Exporter:
                     source_node=self.config.source_node,
                     sources=self.sources,
                     registry=self._registry,
+                    status=status,
                 ),
             )
         self._started = True
@@ -156,6 +167,14 @@ class Exporter:
         down = self.background.down()
         if down:  # restarting with backoff; meanwhile targets or facts are stale
             return False, "background task down: " + "; ".join(down)
+        status = self._discovery_status
+        if status is not None:
+            ok, why = status.ready()
+            if not status.running:  # the discovery task itself failed and waits to be restarted
+                return False, why
+            self._discovery_listed_once = self._discovery_listed_once or ok
+            if not self._discovery_listed_once:
+                return False, why
         return True, f"ok: {len(self.scheduler.targets())} targets scheduled"
 
 

@@ -717,3 +717,35 @@ async def test_a_compressed_answer_is_refused_before_it_inflates(api: FakeKubeAP
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_ready_waits_for_the_first_listing_and_stays_ready_when_the_api_is_lost(api: FakeKubeAPI) -> None:
+    """/readyz: not ready until discovery has listed everything once; an API outage afterwards keeps the
+    exporter ready (it goes on probing its last targets) while netpath_discovery_up says the API is lost."""
+    registry = CollectorRegistry()
+
+    async def record(target: AnyTarget, timeout: float) -> ProbeResult:
+        return ProbeResult.success(0.001)
+
+    config = Config(source_node="node-1", listen_host="127.0.0.1", listen_port=0, discovery=discovery_config(api))
+    exporter = Exporter(config, registry, probe=record)
+    await api.go_down()
+    await exporter.start()
+    try:
+        await asyncio.sleep(0.5)
+        ok, why = exporter.ready()
+        assert not ok and "listed" in why  # never listed yet: not ready
+        await api.come_up()
+        await eventually(lambda: exporter.ready()[0], within=10)
+        last_targets = {t.name for t in exporter.scheduler.targets()}
+        assert any(n.startswith("peer/") for n in last_targets)
+
+        run = Running(api, exporter, registry)
+        up = run.metrics()["netpath_discovery_up"]
+        assert up and all(value == 1 for _, value in up)
+        await api.go_down()
+        await eventually(lambda: run.sample("netpath_discovery_up") == 0, within=10)
+        assert exporter.ready()[0]
+        assert {t.name for t in exporter.scheduler.targets()} == last_targets
+    finally:
+        await exporter.close()
