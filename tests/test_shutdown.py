@@ -93,11 +93,11 @@ def config_yaml(api: FakeKubeAPI, s: Servers) -> str:
             f'  - {{name: "dns-closed-{i}", kind: dns, path: dns, via: pod, address: "{s.closed.address}",'
             f" transports: [udp, tcp], query: kubernetes.default.svc.cluster.local}}"
         )
-    for i in range(10):  # answered at once, every 50 ms: answers keep arriving as the signal does
+    for i in range(10):  # answered at once, every 100 ms (the shortest accepted): answers arrive as the signal does
         lines.append(
             f'  - {{name: "dns-refused-{i}", kind: dns, path: dns, via: pod, address: "{s.refusing_dns.host}:'
             f'{s.refusing_dns.port}", transports: [udp, tcp], query: kubernetes.default.svc.cluster.local,'
-            " interval: 50ms, timeout: 50ms}"
+            " interval: 100ms, timeout: 50ms}"
         )
     lines += [
         "node_facts: {enabled: true, interval: 1s}",
