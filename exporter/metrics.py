@@ -36,7 +36,8 @@ TARGET_LABELS = (
     "target",  # the target's name
     "transport",  # tcp | udp
     "target_node",  # node of the destination, "" when not one node
-    "target_service",  # namespace/name of the Service the target belongs to, "" (not `service`: prometheus-operator sets that)
+    # namespace/name of the Service the target belongs to, "". Not `service`: prometheus-operator sets that one.
+    "target_service",
 )
 
 # Scheduler lag: how late a probe started against its plan. Healthy is well under 10 ms; seconds mean the

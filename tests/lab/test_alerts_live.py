@@ -51,7 +51,7 @@ def wait_for(check: Callable[[], Any], within: float, what: Callable[[], str]) -
         time.sleep(2)
 
 
-def firing(topo: Topology, severity: str = "page") -> list[dict[str, str]]:
+def firing(topo: Topology, severity: str = "critical") -> list[dict[str, str]]:
     return [
         a["labels"]
         for a in monitoring.prometheus_alerts(topo)
@@ -59,7 +59,7 @@ def firing(topo: Topology, severity: str = "page") -> list[dict[str, str]]:
     ]
 
 
-def notified(topo: Topology, severity: str = "page") -> list[dict[str, str]]:
+def notified(topo: Topology, severity: str = "critical") -> list[dict[str, str]]:
     """What Alertmanager would page for: received, not inhibited or silenced."""
     return [
         a["labels"]
