@@ -53,7 +53,9 @@ def rule_files() -> list[Path]:
     return sorted(ALERTS_DIR.glob("*.rules.yml"))
 
 
-def prometheus_config(topo: Topology) -> dict[str, Any]:
+def prometheus_config(topo: Topology, scrape_configs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The lab's Prometheus config: a static job per exporter, or `scrape_configs` instead (e.g. what
+    prometheus-operator would generate for the chart's monitor: lab/operator_scrape.py)."""
     targets = []
     for node, exporter in sorted(topo.exporters.items()):
         address = str(exporter["metrics"]).removeprefix("http://").removesuffix("/metrics")
@@ -64,7 +66,7 @@ def prometheus_config(topo: Topology) -> dict[str, Any]:
         "global": {"scrape_interval": INTERVAL, "scrape_timeout": INTERVAL, "evaluation_interval": INTERVAL},
         "rule_files": [str(p) for p in rule_files()],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [ALERTMANAGER_ADDR]}]}]},
-        "scrape_configs": [{"job_name": JOB, "static_configs": targets}],
+        "scrape_configs": scrape_configs or [{"job_name": JOB, "static_configs": targets}],
     }
 
 
@@ -79,7 +81,7 @@ def alertmanager_config() -> dict[str, Any]:
     return config
 
 
-def start(topo: Topology) -> None:
+def start(topo: Topology, scrape_configs: list[dict[str, Any]] | None = None) -> None:
     """Write both configs and start Prometheus and Alertmanager (fresh data dirs), recorded in state.json."""
     for tool in (PROMETHEUS, ALERTMANAGER):
         if shutil.which(tool) is None:
@@ -92,7 +94,7 @@ def start(topo: Topology) -> None:
     (base / "alertmanager-data").mkdir(parents=True)
     prom_yml = base / "prometheus.yml"
     am_yml = base / "alertmanager.yml"
-    prom_yml.write_text(yaml.safe_dump(prometheus_config(topo), sort_keys=False))
+    prom_yml.write_text(yaml.safe_dump(prometheus_config(topo, scrape_configs), sort_keys=False))
     am_yml.write_text(yaml.safe_dump(alertmanager_config(), sort_keys=False))
     ns = netns_of(topo)
     _start(
