@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,19 @@ def http_get(topo: Topology, url: str) -> str:
     if "error" in answer:
         raise LabError(f"GET {url}: {answer['error']}")
     return str(answer["ok"])
+
+
+def wait_for(check: Callable[[], Any], within: float, what: Callable[[], str]) -> Any:
+    """Poll `check` every 2 s until it returns something true (returned), at most `within` seconds; the
+    AssertionError then says `what()` (called only then: it may query Prometheus for a report)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within:.0f}s: {what()}")
+        time.sleep(2)
 
 
 def prometheus_alerts(topo: Topology) -> list[dict[str, Any]]:

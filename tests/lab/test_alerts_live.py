@@ -9,12 +9,13 @@ Every wait is bounded; Prometheus and Alertmanager run in node1's namespace and 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from lab import monitoring, scenarios
+from lab.monitoring import wait_for
 from lab.topology import Topology
 
 pytestmark = pytest.mark.lab
@@ -38,17 +39,6 @@ def monitored(lab: Topology) -> Iterator[Topology]:
 def healed(lab: Topology) -> Iterator[None]:
     yield
     scenarios.heal(lab)
-
-
-def wait_for(check: Callable[[], Any], within: float, what: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:.0f}s: {what()}")
-        time.sleep(2)
 
 
 def firing(topo: Topology, severity: str = "critical") -> list[dict[str, str]]:

@@ -11,8 +11,7 @@ give the chart's pods (release netpath-exporter in namespace monitoring) and Pro
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from lab import exporters, monitoring, operator_scrape
+from lab.monitoring import wait_for
 from lab.operator_scrape import PodMeta, ServiceMeta
 from lab.topology import Topology
 
@@ -68,17 +68,6 @@ def scrape_config(topo: Topology, kind: str) -> dict[str, Any]:
     return operator_scrape.service_monitor_scrape_config(monitor, targets, interval=monitoring.INTERVAL)
 
 
-def wait_for(check: Callable[[], Any], within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:.0f}s: {what}")
-        time.sleep(2)
-
-
 def probed_services(topo: Topology) -> set[str]:
     """The Services the lab's exporters probe (their configs' `service`), what target_service must show."""
     return {
@@ -97,7 +86,7 @@ def scraped_as(request: pytest.FixtureRequest, lab: Topology) -> Iterator[tuple[
         wait_for(
             lambda: len(monitoring.prometheus_query(lab, 'up{job="netpath-exporter"} == 1')) == 3,
             45,
-            f"3 exporters up through the {kind}'s relabeling",
+            lambda: f"3 exporters up through the {kind}'s relabeling",
         )
         yield kind, lab
     finally:
@@ -129,7 +118,7 @@ def test_operator_style_scrape_keeps_every_exporter_label_and_the_probed_service
         rows = monitoring.prometheus_query(topo, "source_service:netpath_probe_attempts:rate5m")
         return rows if {r["metric"].get("target_service") for r in rows} >= wanted else []
 
-    rows = wait_for(per_service, 60, f"source_service:* for every probed Service {sorted(wanted)}")
+    rows = wait_for(per_service, 60, lambda: f"source_service:* for every probed Service {sorted(wanted)}")
     assert {r["metric"].get("target_service", "") for r in rows} - {""} == wanted
     assert {r["metric"]["namespace"] for r in rows} == {NAMESPACE}
     assert not [r for r in rows if "service" in r["metric"] or "exported_service" in r["metric"]]
