@@ -3,8 +3,8 @@ per-request lines from httpx at the default level — held to a line budget by a
 100 loopback targets, 10 of them flapping.
 
 The budget run: every flapping target alternates 3 probes failing, 3 probes working, for 30 probes (10 flips
-each, 100 in all): at the default 10 s interval that is the issue's 5 minutes, here compressed to 0.5 s probes
-(15 s). NETPATH_LOGS_REAL_TIME=1 runs it at 10 s for 5 minutes (by hand: docs/benchmarks.md is for timings,
+each, 100 in all): at the default 10 s interval that is the issue's 5 minutes, here compressed to 1 s probes
+(31 s). NETPATH_LOGS_REAL_TIME=1 runs it at 10 s for 5 minutes (by hand: docs/benchmarks.md is for timings,
 this is a count).
 """
 
@@ -168,22 +168,23 @@ def flapping_app(state_seconds: float) -> Iterator[str]:
 
 
 def budget_config(path: Path, interval: float, app: str, tcp_port: int) -> Path:
-    tcp = [
-        f'  - {{name: peer/{i}, kind: tcp, path: pod_ip, address: "127.0.0.1:{tcp_port}"}}' for i in range(TARGETS // 2)
-    ]
-    http = [
-        f"  - {{name: ingress/{i}, kind: http, path: ingress, url: {app}/ok}}" for i in range(TARGETS // 2 - FLAPPING)
+    # The 90 steady targets are TCP connects to one listener (the kernel answers them, so a loaded machine does
+    # not turn them into failures); the 10 flapping ones are HTTP, through httpx, whose per-request INFO line
+    # is what must not appear.
+    steady = [
+        f'  - {{name: peer/{i}, kind: tcp, path: pod_ip, address: "127.0.0.1:{tcp_port}"}}'
+        for i in range(TARGETS - FLAPPING)
     ]
     flap = [f"  - {{name: ingress/flap-{i}, kind: http, path: ingress, url: {app}/flap/{i}}}" for i in range(FLAPPING)]
     path.write_text(
         textwrap.dedent(f"""\
             source_node: node1
             listen: 127.0.0.1:0
-            defaults: {{interval: {interval}s, timeout: {min(interval * 0.8, 3)}s}}
+            defaults: {{interval: {interval}s, timeout: {min(interval, 3)}s}}
             node_facts: {{enabled: false}}
             targets:
             """)
-        + "\n".join(tcp + http + flap)
+        + "\n".join(steady + flap)
         + "\n"
     )
     return path
@@ -214,7 +215,7 @@ def run_exporter(config: Path, seconds: float, *extra: str) -> list[str]:
 
 def test_100_targets_10_flapping_stay_under_the_line_budget(tmp_path: Path) -> None:
     real_time = os.environ.get("NETPATH_LOGS_REAL_TIME") == "1"
-    interval = 10.0 if real_time else 0.5
+    interval = 10.0 if real_time else 1.0
     with tcp_listener() as listener, flapping_app(interval * PROBES_PER_STATE) as app:
         config = budget_config(tmp_path / "c.yaml", interval, app, listener.port)
         lines = run_exporter(config, interval * PROBES + 1)
@@ -226,12 +227,12 @@ def test_100_targets_10_flapping_stay_under_the_line_budget(tmp_path: Path) -> N
     assert any("config: 100 static targets" in line for line in lines), report
     flipped = {name for name in (f"ingress/flap-{i}" for i in range(FLAPPING)) if any(f"{name} " in x for x in lines)}
     assert len(flipped) == FLAPPING, "every flapping target is in the log: " + report
-    assert not [line for line in lines if "peer/" in line or "ingress/1 " in line], "stable targets stay silent"
+    assert not [line for line in lines if "peer/" in line], "steady targets stay silent: " + report
 
 
 def test_json_log_format_from_the_real_process(tmp_path: Path) -> None:
-    with tcp_listener() as listener, flapping_app(1.5) as app:
-        lines = run_exporter(budget_config(tmp_path / "c.yaml", 0.5, app, listener.port), 4, "--log-format", "json")
+    with tcp_listener() as listener, flapping_app(3.0) as app:
+        lines = run_exporter(budget_config(tmp_path / "c.yaml", 1.0, app, listener.port), 5, "--log-format", "json")
     docs = [json.loads(line) for line in lines]  # every line is one JSON object
     assert any(d["message"].startswith("netpath-exporter ") and d["port"] > 0 for d in docs), lines
     assert any(d.get("target", "").startswith("ingress/flap-") and d["ok"] is False for d in docs), lines
