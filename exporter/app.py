@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from .background import BackgroundTasks
 from .config import Config
 from .diagnose import DiagnosisMetrics, Localizer
+from .logs import TargetStateLog
 from .metrics import ProbeMetrics
 from .model import AnyTarget, DNSTarget, HTTPTarget, ProbeResult, TCPTarget, Via, seen_from
 from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
@@ -49,7 +50,7 @@ class Exporter:
         )
         self.localizer = Localizer(source_node=config.source_node, perspective=config.perspective)
         DiagnosisMetrics(registry, self.localizer.diagnose, source_node=config.source_node)
-        sink = Tee(self.metrics, self.localizer)
+        sink = Tee(self.metrics, self.localizer, TargetStateLog())  # TargetStateLog: flips, for the logs
         self.scheduler = Scheduler(
             sink,
             max_concurrency=config.scheduler.max_concurrency,

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from . import __version__
+from . import __version__, logs
 from .app import Exporter, service_addresses
 from .config import Config, ConfigError, load_config, parse_listen
 from .diagnose import Localizer, render_report
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="probe continuously and serve /metrics, /healthz, /readyz")
     run.add_argument("--config", required=True, help="YAML config file")
     run.add_argument("--listen", help="override the config's listen address (ip:port)")
+    logs.add_arguments(run)
 
     probe = sub.add_parser("probe", help="probe every target once and print what works and what doesn't")
     probe.add_argument("--config", required=True, help="YAML config file")
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(
             _diagnose_now(config, rounds=args.rounds, every=args.every, as_json=args.json, out=sys.stdout)
         )
+    logs.configure(args.log_level, args.log_format)
     return asyncio.run(_run(config))
 
 
@@ -119,7 +121,6 @@ async def _run(config: Config) -> int:
         except AccessError as exc:
             print(f"netpath-exporter: discovery: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = CollectorRegistry(support_collectors_without_names=True)  # name[]= must see describe-less collectors
     ProcessCollector(registry=registry)
     shutdown = _Shutdown(asyncio.get_running_loop())
@@ -141,12 +142,7 @@ async def _run(config: Config) -> int:
             )
             return EXIT_CONFIG
         server.start()
-        print(
-            f"netpath-exporter {__version__}: {len(config.targets)} static targets, "
-            f"serving on {config.listen_host}:{server.port}",
-            file=sys.stderr,
-            flush=True,
-        )
+        logs.started(config, server.port)
         await shutdown.requested.wait()
         # The HTTP server's shutdown polls (up to 0.5 s): in a thread, alongside stopping the tasks.
         closing_server = asyncio.create_task(asyncio.to_thread(server.close), name="http server close")

@@ -36,7 +36,8 @@ TARGET_LABELS = (
     "target",  # the target's name
     "transport",  # tcp | udp
     "target_node",  # node of the destination, "" when not one node
-    "service",  # namespace/name of the Service the target belongs to, ""
+    # namespace/name of the Service the target belongs to, "". Not `service`: prometheus-operator sets that one.
+    "target_service",
 )
 
 # Scheduler lag: how late a probe started against its plan. Healthy is well under 10 ms; seconds mean the

@@ -601,7 +601,7 @@ def node_detail() -> dash.Dashboard:
         .description("Every target this node's exporter probes, with the last probe's outcome.")
         .datasource(DS).span(24).height(8)
         .with_target(query(
-            f"max by (target, transport, path, via, target_node, service) (netpath_probe_success{{{TARGETS}}})",
+            f"max by (target, transport, path, via, target_node, target_service) (netpath_probe_success{{{TARGETS}}})",
             instant=True, fmt="table"))
         .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
             "excludeByName": {"Time": True}, "renameByName": {"Value": "last probe"}}))

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ def rule_files() -> list[Path]:
     return sorted(ALERTS_DIR.glob("*.rules.yml"))
 
 
-def prometheus_config(topo: Topology) -> dict[str, Any]:
+def prometheus_config(topo: Topology, scrape_configs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The lab's Prometheus config: a static job per exporter, or `scrape_configs` instead (e.g. what
+    prometheus-operator would generate for the chart's monitor: lab/operator_scrape.py)."""
     targets = []
     for node, exporter in sorted(topo.exporters.items()):
         address = str(exporter["metrics"]).removeprefix("http://").removesuffix("/metrics")
@@ -64,7 +67,7 @@ def prometheus_config(topo: Topology) -> dict[str, Any]:
         "global": {"scrape_interval": INTERVAL, "scrape_timeout": INTERVAL, "evaluation_interval": INTERVAL},
         "rule_files": [str(p) for p in rule_files()],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [ALERTMANAGER_ADDR]}]}]},
-        "scrape_configs": [{"job_name": JOB, "static_configs": targets}],
+        "scrape_configs": scrape_configs or [{"job_name": JOB, "static_configs": targets}],
     }
 
 
@@ -79,7 +82,7 @@ def alertmanager_config() -> dict[str, Any]:
     return config
 
 
-def start(topo: Topology) -> None:
+def start(topo: Topology, scrape_configs: list[dict[str, Any]] | None = None) -> None:
     """Write both configs and start Prometheus and Alertmanager (fresh data dirs), recorded in state.json."""
     for tool in (PROMETHEUS, ALERTMANAGER):
         if shutil.which(tool) is None:
@@ -92,7 +95,7 @@ def start(topo: Topology) -> None:
     (base / "alertmanager-data").mkdir(parents=True)
     prom_yml = base / "prometheus.yml"
     am_yml = base / "alertmanager.yml"
-    prom_yml.write_text(yaml.safe_dump(prometheus_config(topo), sort_keys=False))
+    prom_yml.write_text(yaml.safe_dump(prometheus_config(topo, scrape_configs), sort_keys=False))
     am_yml.write_text(yaml.safe_dump(alertmanager_config(), sort_keys=False))
     ns = netns_of(topo)
     _start(
@@ -216,6 +219,19 @@ def http_get(topo: Topology, url: str) -> str:
     if "error" in answer:
         raise LabError(f"GET {url}: {answer['error']}")
     return str(answer["ok"])
+
+
+def wait_for(check: Callable[[], Any], within: float, what: Callable[[], str]) -> Any:
+    """Poll `check` every 2 s until it returns something true (returned), at most `within` seconds; the
+    AssertionError then says `what()` (called only then: it may query Prometheus for a report)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within:.0f}s: {what()}")
+        time.sleep(2)
 
 
 def prometheus_alerts(topo: Topology) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ RULE_FILES = sorted(ALERTS.glob("*.rules.yml"))
 UNIT_TESTS = sorted((ALERTS / "tests").glob("*.yml"))
 RUNBOOKS = ROOT / "docs" / "runbooks"
 OVERVIEW = ROOT / "docs" / "alerts.md"
-SEVERITIES = {"page", "warning", "info"}
+SEVERITIES = {"critical", "warning", "info"}  # kubernetes-mixin's and kube-prometheus-stack's values
 PROMETHEUS_OWN = {"up"}  # series Prometheus makes itself; listed in docs/alerts.md
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -62,18 +62,21 @@ def selectors(node: Any) -> Iterator[Any]:
         yield node
     elif isinstance(node, promql_parser.MatrixSelector):
         yield node.vector_selector
-    elif isinstance(node, promql_parser.BinaryExpr):
-        yield from selectors(node.lhs)
-        yield from selectors(node.rhs)
-    elif isinstance(node, promql_parser.AggregateExpr):
-        yield from selectors(node.expr)
-        if node.param is not None:
-            yield from selectors(node.param)
-    elif isinstance(node, promql_parser.Call):
-        for arg in node.args:
-            yield from selectors(arg)
-    elif isinstance(node, promql_parser.UnaryExpr | promql_parser.ParenExpr | promql_parser.SubqueryExpr):
-        yield from selectors(node.expr)
+    for child in children(node):
+        yield from selectors(child)
+
+
+def children(node: Any) -> list[Any]:
+    """The sub-expressions of a parsed PromQL node."""
+    if isinstance(node, promql_parser.BinaryExpr):
+        return [node.lhs, node.rhs]
+    if isinstance(node, promql_parser.AggregateExpr):
+        return [node.expr] if node.param is None else [node.expr, node.param]
+    if isinstance(node, promql_parser.Call):
+        return list(node.args)
+    if isinstance(node, promql_parser.UnaryExpr | promql_parser.ParenExpr | promql_parser.SubqueryExpr):
+        return [node.expr]
+    return []
 
 
 def names_in(expr: str) -> set[str]:
@@ -112,6 +115,35 @@ def test_promtool_unit_tests_pass() -> None:
         if child.returncode != 0:
             failed[name] = out
     assert failed == {}
+
+
+def test_every_aggregation_and_match_keeps_the_namespace() -> None:
+    # The exporter's namespace (a scrape target label) must reach every alert: kube-prometheus-stack's inhibit
+    # rules match on [namespace, alertname] and an AlertmanagerConfig selects alerts by namespace (docs/alerts.md).
+    dropped = {}
+    for rule in rules():
+        for kind, labels in groupings(promql_parser.parse(rule["expr"])):
+            if "namespace" not in labels:
+                dropped.setdefault(rule.get("alert") or rule.get("record"), []).append(f"{kind} ({', '.join(labels)})")
+    assert dropped == {}
+
+
+def groupings(node: Any) -> Iterator[tuple[str, list[str]]]:
+    """Every `by (...)` of an aggregation and `on (...)` of a binary operation in a parsed expression."""
+    if isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+        if str(node.modifier).startswith("by"):
+            yield "by", list(node.modifier.labels)
+    elif isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None:
+        matching = node.modifier.matching
+        if matching is not None and str(matching).startswith("on"):
+            yield "on", list(matching.labels)
+    for child in children(node):
+        yield from groupings(child)
+
+
+def test_the_namespace_check_sees_a_dropped_namespace() -> None:
+    expr = "sum by (namespace, a) (x) / on (a) count by (a) (y)"
+    assert list(groupings(promql_parser.parse(expr))) == [("on", ["a"]), ("by", ["namespace", "a"]), ("by", ["a"])]
 
 
 def test_amtool_accepts_the_alertmanager_example() -> None:
@@ -180,3 +212,97 @@ def test_prometheus_own_series_are_listed_in_the_overview() -> None:
 def test_the_parser_sees_every_name_in_an_expression() -> None:
     expr = 'sum by (a) (rate(x_total{a="1"}[5m])) / on (a) group_left y or absent({__name__="z"}) unless -(w)'
     assert names_in(expr) == {"x_total", "y", "z", "w"}
+
+
+# kube-prometheus-stack's default `alertmanager.config` (its values.yaml), in the shape a new install has it.
+KUBE_PROMETHEUS_STACK_DEFAULT: dict[str, Any] = {
+    "global": {"resolve_timeout": "5m"},
+    "inhibit_rules": [
+        {
+            "source_matchers": ["severity = critical"],
+            "target_matchers": ["severity =~ warning|info"],
+            "equal": ["namespace", "alertname"],
+        },
+        {
+            "source_matchers": ["severity = warning"],
+            "target_matchers": ["severity = info"],
+            "equal": ["namespace", "alertname"],
+        },
+        {
+            "source_matchers": ["alertname = InfoInhibitor"],
+            "target_matchers": ["severity = info"],
+            "equal": ["namespace"],
+        },
+        {"target_matchers": ["alertname = InfoInhibitor"]},
+    ],
+    "route": {
+        "group_by": ["namespace"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "12h",
+        "receiver": "null",
+        "routes": [{"receiver": "null", "matchers": ['alertname = "Watchdog"']}],
+    },
+    "receivers": [{"name": "null"}],
+}
+RECEIVER_BY_SEVERITY = {"critical": "netpath-pager", "warning": "netpath-tickets", "info": "null"}
+
+
+def merged_into_kube_prometheus_stack(example: dict[str, Any]) -> dict[str, Any]:
+    """The default config with the example's additions, merged as the example's header says: receivers and
+    routes and inhibit rules appended after the defaults."""
+    merged = yaml.safe_load(yaml.safe_dump(KUBE_PROMETHEUS_STACK_DEFAULT))
+    for key in ("receivers", "inhibit_rules"):
+        merged[key] += [item for item in example[key] if item not in merged[key]]
+    merged["route"]["routes"] += [r for r in example["route"]["routes"] if r not in merged["route"]["routes"]]
+    return merged
+
+
+def test_alertmanager_example_is_kube_prometheus_stacks_default_plus_netpath_additions() -> None:
+    example = yaml.safe_load((ALERTS / "alertmanager.example.yml").read_text())
+    assert merged_into_kube_prometheus_stack(example) == example
+    assert {k: v for k, v in example["route"].items() if k != "routes"} == {
+        k: v for k, v in KUBE_PROMETHEUS_STACK_DEFAULT["route"].items() if k != "routes"
+    }
+
+
+def test_every_alert_routes_where_its_severity_says_in_kube_prometheus_stack(tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    config = tmp_path / "alertmanager.yml"
+    example = yaml.safe_load((ALERTS / "alertmanager.example.yml").read_text())
+    config.write_text(yaml.safe_dump(merged_into_kube_prometheus_stack(example)))
+    checked = run([amtool, "check-config", str(config)])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    wrong = {}
+    for alert in alerts():
+        severity = alert["labels"]["severity"]
+        labels = [f"alertname={alert['alert']}", f"severity={severity}", "namespace=monitoring", "source_node=node1"]
+        done = run(
+            [
+                amtool,
+                "config",
+                "routes",
+                "test",
+                f"--config.file={config}",
+                f"--verify.receivers={RECEIVER_BY_SEVERITY[severity]}",
+                *labels,
+            ]
+        )
+        if done.returncode != 0:
+            wrong[alert["alert"]] = done.stdout.strip() + done.stderr.strip()
+    assert wrong == {}
+    # And the test can fail: a critical alert does not land on the ticket receiver.
+    done = run(
+        [
+            amtool,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={config}",
+            "--verify.receivers=netpath-tickets",
+            "alertname=NetpathCoreDNSDown",
+            "severity=critical",
+            "namespace=monitoring",
+        ]
+    )
+    assert done.returncode != 0, done.stdout

@@ -26,7 +26,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "netpath-exporter"
-CRDS = REPO.parent / "shared" / "crds"
+# ../shared/crds beside the repository, or beside the folder of worktrees a checkout may sit in (../../).
+CRDS = next((p for p in (REPO.parent / "shared" / "crds", REPO.parent.parent / "shared" / "crds") if p.is_dir()),
+            REPO.parent / "shared" / "crds")
 # K3s's stable channel and the newest minor kubernetes-validate bundles at the time of writing are 1.34+.
 KUBE_VERSION = "1.34"
 RELEASE, NAMESPACE = "netpath-exporter", "monitoring"
@@ -52,6 +54,39 @@ MATRIX: dict[str, dict[str, Any]] = {
         "image": {"digest": "sha256:" + "0" * 64},
     },
     "other-release-name": {**OPERATOR_ON, "fullnameOverride": "np", "serviceAccount": {"name": "np-sa"}},
+    "kube-prometheus-stack": {"prometheus": {"stack": "kube-prometheus-stack"}},
+    "knobs": {
+        "prometheus": {
+            "stack": "kube-prometheus-stack",
+            "monitor": {
+                "jobLabel": "app.kubernetes.io/instance",
+                "honorLabels": True,
+                "additionalLabels": {"team": "network"},
+                "relabelings": [{"action": "replace", "targetLabel": "cluster", "replacement": "lab"}],
+                "metricRelabelings": [
+                    {"action": "drop", "sourceLabels": ["__name__"], "regex": "netpath_tcp_rtt_seconds"}
+                ],
+            },
+            "rules": {
+                "disabled": {"NetpathLatencyDegraded": True, "NetpathSynRetransmitsRising": True},
+                "additionalLabels": {"team": "network", "severity": "ignored"},
+                "runbookUrl": "https://runbooks.example.com/netpath",
+                "keepFiringFor": "15m",
+            },
+        }
+    },
+    "podmonitor-knobs": {
+        "podLabels": {"team": "network"},
+        "prometheus": {
+            "stack": "kube-prometheus-stack",
+            "monitor": {
+                "kind": "PodMonitor",
+                "jobLabel": "team",
+                "metricRelabelings": [{"action": "labeldrop", "regex": "x"}],
+            },
+            "rules": {"keepFiringFor": "0s"},
+        },
+    },
 }
 
 
@@ -66,6 +101,14 @@ def _render(case: str, release: str = RELEASE) -> tuple[dict[str, Any], ...]:
         manifests = chart.render(values, name=release, namespace=NAMESPACE, is_install=True)
     yaml_files = [text for path, text in sorted(manifests.items()) if path.endswith(".yaml")]  # not NOTES.txt
     return tuple(doc for text in yaml_files for doc in yaml.safe_load_all(text) if doc)
+
+
+@cache
+def notes(case: str) -> str:
+    values = MATRIX[case]
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
 
 
 def render(case: str) -> list[dict[str, Any]]:
@@ -120,6 +163,10 @@ def test_chart_lints_clean(case: str) -> None:
         ({"cluster": {"dnsServiceIP": "10.43.0"}}, "/cluster/dnsServiceIP"),
         ({"probes": {"interval": "10 seconds"}}, "/probes/interval"),
         ({"nodePerspektive": {"enabled": True}}, "nodePerspektive"),
+        ({"prometheus": {"stack": "kube-prometheus"}}, "/prometheus/stack"),
+        ({"prometheus": {"rules": {"keepFiringFor": "5 minutes"}}}, "/prometheus/rules/keepFiringFor"),
+        ({"prometheus": {"rules": {"disabled": {"NetpathX": "yes"}}}}, "/prometheus/rules/disabled/NetpathX"),
+        ({"prometheus": {"monitor": {"honorLabels": "no"}}}, "/prometheus/monitor/honorLabels"),
     ],
 )
 def test_values_schema_names_the_bad_field(values: dict[str, Any], field: str) -> None:
@@ -196,6 +243,30 @@ def test_operator_objects_follow_their_toggles_and_auto_detection() -> None:
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds("servicemonitor-and-rules")
     assert "PodMonitor" in kinds("podmonitor") and "ServiceMonitor" not in kinds("podmonitor")
     assert not kinds("monitors-off") & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    # auto with prometheus.stack=kube-prometheus-stack: on, also offline (helm template, GitOps).
+    assert {"ServiceMonitor", "PrometheusRule"} <= kinds("kube-prometheus-stack")
+
+
+@pytest.mark.parametrize(
+    "case, rendered, not_rendered",
+    [
+        ("defaults", [], ["ServiceMonitor", "PrometheusRule"]),
+        ("kube-prometheus-stack", ["ServiceMonitor", "PrometheusRule"], []),
+        ("monitors-off", [], ["ServiceMonitor", "PrometheusRule"]),
+        ("podmonitor", ["PodMonitor"], ["PrometheusRule"]),
+    ],
+)
+def test_notes_say_what_was_and_was_not_rendered_and_why(
+    case: str, rendered: list[str], not_rendered: list[str]
+) -> None:
+    text = notes(case)
+    for kind in rendered:
+        assert re.search(rf"^  rendered: +{kind} ", text, re.M), text
+    for kind in not_rendered:
+        line = re.search(rf"^  not rendered: {kind} \((.*)\)", text, re.M)
+        assert line, text
+        if case == "defaults":
+            assert "prometheus.stack=kube-prometheus-stack" in line[1], "the way to turn it on"
 
 
 @pytest.mark.parametrize("case", ["servicemonitor-and-rules", "podmonitor"])
@@ -242,8 +313,62 @@ def source_rule_groups() -> list[dict[str, Any]]:
 def test_prometheusrule_groups_equal_alerts() -> None:
     rule = one("servicemonitor-and-rules", "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert rule["spec"]["groups"] == source_rule_groups()
-    assert source_rule_groups(), "alerts/*.rules.yml has no groups"
+    expected = source_rule_groups()
+    assert expected, "alerts/*.rules.yml has no groups"
+    # The one change at default values: an absent() alert has no series to take a namespace from.
+    for r in (r for g in expected for r in g["rules"] if r.get("alert") == "NetpathExportersAbsent"):
+        r["labels"]["namespace"] = NAMESPACE
+    assert rule["spec"]["groups"] == expected
+
+
+def rendered_alerts(case: str) -> dict[str, dict[str, Any]]:
+    groups = one(case, "PrometheusRule")["spec"]["groups"]
+    return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+
+
+def test_rules_knobs_disable_label_relink_and_hold_alerts() -> None:
+    source = {r["alert"]: r for g in source_rule_groups() for r in g["rules"] if "alert" in r}
+    alerts = rendered_alerts("knobs")
+    assert set(source) - set(alerts) == {"NetpathLatencyDegraded", "NetpathSynRetransmitsRising"}
+    for name, alert in alerts.items():
+        assert alert["labels"]["team"] == "network"
+        assert alert["labels"]["severity"] == source[name]["labels"]["severity"], "additionalLabels never reroute"
+        assert alert["annotations"]["runbook_url"] == f"https://runbooks.example.com/netpath/{name}.md"
+        assert alert.get("keep_firing_for") == ("15m" if "keep_firing_for" in source[name] else None)
+        if 'job="' in alert["expr"]:
+            assert 'job="netpath-exporter"' in alert["expr"]  # release name == chart name: the instance label
+    assert alerts["NetpathExportersAbsent"]["labels"]["namespace"] == NAMESPACE
+    held = rendered_alerts("podmonitor-knobs")
+    assert not [name for name, alert in held.items() if "keep_firing_for" in alert], "0s removes it"
+    assert 'up{job="network"}' in held["NetpathExportersAbsent"]["expr"], "the job jobLabel gives"
+    # Recording rules are never dropped: the dashboards read them.
+    def recorded(case: str) -> list[str]:
+        return [r["record"] for g in one(case, "PrometheusRule")["spec"]["groups"] for r in g["rules"] if "record" in r]
+
+    assert recorded("knobs") == recorded("servicemonitor-and-rules")
+
+
+def test_monitor_knobs_reach_the_monitor() -> None:
+    monitor = one("knobs", "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["team"] == "network"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/instance"
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["honorLabels"] is True
+    targets = [r["targetLabel"] for r in endpoint["relabelings"]]
+    assert targets == ["node", "cluster"], "jobLabel replaces the forced job; the user's come last"
+    assert endpoint["metricRelabelings"][0]["regex"] == "netpath_tcp_rtt_seconds"
+    pod_monitor = one("podmonitor-knobs", "PodMonitor")
+    assert pod_monitor["spec"]["jobLabel"] == "team"
+    pod_endpoint = pod_monitor["spec"]["podMetricsEndpoints"][0]
+    assert pod_endpoint["metricRelabelings"] == [{"action": "labeldrop", "regex": "x"}]
+    assert one("servicemonitor-and-rules", "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is False
+
+
+def test_job_label_that_the_target_does_not_carry_fails_naming_the_value() -> None:
+    values = {"prometheus": {"stack": "kube-prometheus-stack", "monitor": {"jobLabel": "app"}}}
+    with helm.Chart.load(CHART) as chart, pytest.raises(Exception, match=r"prometheus.monitor.jobLabel: \"app\""):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")

@@ -59,7 +59,7 @@ def test_http_codes_are_counted_and_labels_localize() -> None:
     assert value(registry, "netpath_http_responses_total", code="200") == 1
     labels = next(lv for lv, _, _ in families(registry)["netpath_probe_attempts_total"])
     assert labels == {"source_node": "node1", "from": "pod", "path": "ingress", "via": "ingress",
-                      "target": "ingress/web", "transport": "tcp", "target_node": "", "service": ""}
+                      "target": "ingress/web", "transport": "tcp", "target_node": "", "target_service": ""}
     assert value(registry, "netpath_targets", path="ingress") == 1
 
 

@@ -109,3 +109,19 @@ def test_each_target_stays_within_the_documented_series_budget(metrics_text: str
                 per_target[sample.labels["target"]] = per_target.get(sample.labels["target"], 0) + 1
     assert len(per_target) == 5
     assert max(per_target.values()) <= 30, per_target
+
+
+# Labels the scrape sets on every series (Prometheus: job, instance; prometheus-operator's ServiceMonitor and
+# PodMonitor: namespace, service, pod, container, endpoint; the chart's monitor: node). An exporter label of the
+# same name is renamed exported_<name> under honor_labels: false, breaking every rule that reads it.
+SCRAPE_TARGET_LABELS = {"job", "instance", "namespace", "service", "pod", "container", "endpoint", "node"}
+
+
+def test_no_documented_label_collides_with_a_scrape_target_label() -> None:
+    collisions = {name: labels & SCRAPE_TARGET_LABELS for name, labels in documented().items()}
+    assert {name: labels for name, labels in collisions.items() if labels} == {}
+
+
+def test_no_exposed_label_collides_with_a_scrape_target_label(metrics_text: str) -> None:
+    collisions = {name: labels & SCRAPE_TARGET_LABELS for name, labels in exposed(metrics_text).items()}
+    assert {name: labels for name, labels in collisions.items() if labels} == {}

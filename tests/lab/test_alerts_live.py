@@ -9,12 +9,13 @@ Every wait is bounded; Prometheus and Alertmanager run in node1's namespace and 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from lab import monitoring, scenarios
+from lab.monitoring import wait_for
 from lab.topology import Topology
 
 pytestmark = pytest.mark.lab
@@ -40,18 +41,7 @@ def healed(lab: Topology) -> Iterator[None]:
     scenarios.heal(lab)
 
 
-def wait_for(check: Callable[[], Any], within: float, what: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:.0f}s: {what()}")
-        time.sleep(2)
-
-
-def firing(topo: Topology, severity: str = "page") -> list[dict[str, str]]:
+def firing(topo: Topology, severity: str = "critical") -> list[dict[str, str]]:
     return [
         a["labels"]
         for a in monitoring.prometheus_alerts(topo)
@@ -59,7 +49,7 @@ def firing(topo: Topology, severity: str = "page") -> list[dict[str, str]]:
     ]
 
 
-def notified(topo: Topology, severity: str = "page") -> list[dict[str, str]]:
+def notified(topo: Topology, severity: str = "critical") -> list[dict[str, str]]:
     """What Alertmanager would page for: received, not inhibited or silenced."""
     return [
         a["labels"]

@@ -52,17 +52,60 @@ true
 {{- end -}}
 {{- end -}}
 
-{{/* "true" when a monitoring.coreos.com object of kind $kind is to be rendered: enabled true, or auto and the
-     cluster serves the kind. Called with (list $ enabledValue kind). */}}
+{{/* "true" when a monitoring.coreos.com object of kind $kind is to be rendered: enabled true, or auto and either
+     prometheus.stack says kube-prometheus-stack or the cluster serves the kind (`helm install` only: `helm
+     template` and GitOps renderers see no cluster). Called with (list $ enabledValue kind). */}}
 {{- define "netpath.operatorObject" -}}
 {{- $root := index . 0 -}}
 {{- $enabled := index . 1 -}}
 {{- $kind := index . 2 -}}
 {{- if eq (toString $enabled) "true" -}}
 true
+{{- else if and (eq (toString $enabled) "auto") (eq $root.Values.prometheus.stack "kube-prometheus-stack") -}}
+true
 {{- else if and (eq (toString $enabled) "auto") ($root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind)) -}}
 true
 {{- end -}}
+{{- end -}}
+
+{{/* Why an operator object is or is not rendered, for NOTES.txt. Called like netpath.operatorObject. */}}
+{{- define "netpath.operatorReason" -}}
+{{- $root := index . 0 -}}
+{{- $enabled := toString (index . 1) -}}
+{{- $kind := index . 2 -}}
+{{- if eq $enabled "true" -}}enabled: true
+{{- else if eq $enabled "false" -}}enabled: false
+{{- else if eq $root.Values.prometheus.stack "kube-prometheus-stack" -}}enabled: auto, prometheus.stack=kube-prometheus-stack
+{{- else if $root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind) -}}enabled: auto, the cluster serves monitoring.coreos.com/v1 {{ $kind }}
+{{- else -}}enabled: auto, prometheus.stack is not kube-prometheus-stack and no cluster answered that it serves monitoring.coreos.com/v1 {{ $kind }} (helm template and GitOps tools never do): set prometheus.stack=kube-prometheus-stack or enabled=true
+{{- end -}}
+{{- end -}}
+
+{{/* The job label the monitor gives every series: "netpath-exporter" (forced by a relabeling), or with
+     prometheus.monitor.jobLabel the value of that label on the scraped Service (ServiceMonitor) or pod
+     (PodMonitor), both of which carry the chart's labels. */}}
+{{- define "netpath.job" -}}
+{{- $label := .Values.prometheus.monitor.jobLabel -}}
+{{- if not $label -}}
+netpath-exporter
+{{- else -}}
+{{- $labels := include "netpath.labels" . | fromYaml -}}
+{{- if eq .Values.prometheus.monitor.kind "PodMonitor" -}}
+{{- $labels = merge $labels .Values.podLabels -}}
+{{- else -}}
+{{- $_ := set $labels "app.kubernetes.io/component" "peers" -}}
+{{- end -}}
+{{- if not (hasKey $labels $label) -}}
+{{- fail (printf "prometheus.monitor.jobLabel: %q is not a label of the chart's %s target; one of: %s" $label (ternary "pod" "Service" (eq .Values.prometheus.monitor.kind "PodMonitor")) (keys $labels | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- get $labels $label -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Base of the alerts' runbook_url in alerts/ (docs/alerts.md); the PrometheusRule swaps in
+     prometheus.rules.runbookUrl. */}}
+{{- define "netpath.defaultRunbookUrl" -}}
+https://github.com/netpath-exporter/netpath-exporter/blob/main/docs/runbooks/
 {{- end -}}
 
 {{/* The exporter's config file (docs: README "A config file", docs/discovery.md). source_node and the

@@ -1,0 +1,129 @@
+"""Acceptance for kube-prometheus-stack: a real Prometheus scrapes the lab's exporters the way prometheus-operator
+would for the chart's rendered ServiceMonitor and PodMonitor (lab/operator_scrape.py: the operator's target
+labels job, namespace, service, pod, container, endpoint, instance, the monitor's relabelings, honor_labels
+false), with alerts/*.rules.yml loaded. The per-Service recording rules must carry the probed Service, and no
+exporter label may arrive renamed exported_*.
+
+The lab has no Kubernetes API for discovery, so the targets carry the __meta_kubernetes_* labels discovery would
+give the chart's pods (release netpath-exporter in namespace monitoring) and Prometheus applies the relabeling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from lab import exporters, monitoring, operator_scrape
+from lab.monitoring import wait_for
+from lab.operator_scrape import PodMeta, ServiceMeta
+from lab.topology import Topology
+
+pytestmark = pytest.mark.lab
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "netpath-exporter"
+RELEASE, NAMESPACE = "netpath-exporter", "monitoring"
+
+
+def chart_objects(kind: str) -> dict[str, dict[str, Any]]:
+    """The chart rendered for kube-prometheus-stack with the monitor of `kind`: {kind/name: object}."""
+    values = {"prometheus": {"stack": "kube-prometheus-stack", "monitor": {"kind": kind}}}
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = [d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def scrape_config(topo: Topology, kind: str) -> dict[str, Any]:
+    objects = chart_objects(kind)
+    (monitor,) = [o for o in objects.values() if o["kind"] == kind]
+    (daemonset,) = [o for o in objects.values() if o["kind"] == "DaemonSet"]
+    template = daemonset["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    port = next(p for p in container["ports"] if p["name"] == "metrics")
+    pods = [
+        PodMeta(
+            name=e["pod"], namespace=NAMESPACE, node=node, ip=e["ip"], container=container["name"],
+            port_name=port["name"], port=int(e["metrics"].rsplit(":", 1)[1].split("/")[0]),
+            labels=template["metadata"]["labels"],
+        )
+        for node, e in sorted(topo.exporters.items())
+    ]  # fmt: skip
+    if kind == "PodMonitor":
+        return operator_scrape.pod_monitor_scrape_config(
+            monitor, operator_scrape.pod_targets(pods), interval=monitoring.INTERVAL
+        )
+    (peers,) = [o for o in objects.values() if o["kind"] == "Service" and o["spec"].get("clusterIP") == "None"]
+    service = ServiceMeta(peers["metadata"]["name"], NAMESPACE, peers["metadata"]["labels"])
+    # The other Service of the chart selects the same pods: discovery lists them too, and the monitor's
+    # selector must drop them (one scrape per exporter).
+    (self_probe,) = [o for o in objects.values() if o["kind"] == "Service" and o["spec"].get("clusterIP") != "None"]
+    other = ServiceMeta(self_probe["metadata"]["name"], NAMESPACE, self_probe["metadata"]["labels"])
+    targets = operator_scrape.endpoint_targets(service, pods) + operator_scrape.endpoint_targets(other, pods)
+    return operator_scrape.service_monitor_scrape_config(monitor, targets, interval=monitoring.INTERVAL)
+
+
+def probed_services(topo: Topology) -> set[str]:
+    """The Services the lab's exporters probe (their configs' `service`), what target_service must show."""
+    return {
+        t["service"]
+        for node in topo.nodes
+        for t in exporters.config_for(topo, node.name)["targets"]
+        if t.get("service")
+    }
+
+
+@pytest.fixture(params=["ServiceMonitor", "PodMonitor"])
+def scraped_as(request: pytest.FixtureRequest, lab: Topology) -> Iterator[tuple[str, Topology]]:
+    kind = request.param
+    monitoring.start(lab, [scrape_config(lab, kind)])
+    try:
+        wait_for(
+            lambda: len(monitoring.prometheus_query(lab, 'up{job="netpath-exporter"} == 1')) == 3,
+            45,
+            lambda: f"3 exporters up through the {kind}'s relabeling",
+        )
+        yield kind, lab
+    finally:
+        monitoring.stop()
+
+
+def test_operator_style_scrape_keeps_every_exporter_label_and_the_probed_service(
+    scraped_as: tuple[str, Topology],
+) -> None:
+    kind, topo = scraped_as
+    # The target labels the operator gives every series, and the chart's node label.
+    ups = {r["metric"]["pod"]: r["metric"] for r in monitoring.prometheus_query(topo, 'up{job="netpath-exporter"}')}
+    assert set(ups) == {e["pod"] for e in topo.exporters.values()}
+    for node, e in topo.exporters.items():
+        labels = ups[e["pod"]]
+        assert (
+            labels["namespace"] == NAMESPACE and labels["container"] == "exporter" and labels["endpoint"] == "metrics"
+        )
+        assert labels["node"] == node and labels["instance"].startswith(e["ip"] + ":")
+        if kind == "ServiceMonitor":
+            assert labels["service"] == f"{RELEASE}-peers"
+    # No exporter label collided with a target label: nothing renamed exported_*.
+    names = json.loads(monitoring.http_get(topo, f"http://{monitoring.PROMETHEUS_ADDR}/api/v1/labels"))["data"]
+    assert [n for n in names if n.startswith("exported_")] == []
+    # The per-Service recording rules group by the probed Service, with the exporter's namespace kept.
+    wanted = probed_services(topo)
+
+    def per_service() -> list[dict[str, Any]]:
+        rows = monitoring.prometheus_query(topo, "source_service:netpath_probe_attempts:rate5m")
+        return rows if {r["metric"].get("target_service") for r in rows} >= wanted else []
+
+    rows = wait_for(per_service, 60, lambda: f"source_service:* for every probed Service {sorted(wanted)}")
+    assert {r["metric"].get("target_service", "") for r in rows} - {""} == wanted
+    assert {r["metric"]["namespace"] for r in rows} == {NAMESPACE}
+    assert not [r for r in rows if "service" in r["metric"] or "exported_service" in r["metric"]]
+    # And on the raw series both arrive side by side: the exporter's target_service, the operator's service.
+    raw = monitoring.prometheus_query(topo, "count by (service, target_service) (netpath_probe_attempts_total)")
+    assert {r["metric"].get("target_service", "") for r in raw} - {""} == wanted
+    if kind == "ServiceMonitor":
+        assert {r["metric"]["service"] for r in raw} == {f"{RELEASE}-peers"}
