@@ -1,6 +1,6 @@
 """lab/operator_scrape.py: the prometheus-operator-style scrape jobs for the chart's monitors are valid
 Prometheus config (`promtool check config`) and have the operator's shape. What they do to real series is
-tests/lab/test_operator_scrape.py's part (a real Prometheus relabeling the lab's exporters)."""
+tests/lab/test_operator_scrape_live.py's part (a real Prometheus relabeling the lab's exporters)."""
 
 from __future__ import annotations
 
