@@ -27,8 +27,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "netpath-exporter"
 # ../shared/crds beside the repository, or beside the folder of worktrees a checkout may sit in (../../).
-CRDS = next((p for p in (REPO.parent / "shared" / "crds", REPO.parent.parent / "shared" / "crds") if p.is_dir()),
-            REPO.parent / "shared" / "crds")
+CRDS = next(
+    (p for p in (REPO.parent / "shared" / "crds", REPO.parent.parent / "shared" / "crds") if p.is_dir()),
+    REPO.parent / "shared" / "crds",
+)
 # K3s's stable channel and the newest minor kubernetes-validate bundles at the time of writing are 1.34+.
 KUBE_VERSION = "1.34"
 RELEASE, NAMESPACE = "netpath-exporter", "monitoring"
@@ -74,6 +76,11 @@ MATRIX: dict[str, dict[str, Any]] = {
                 "keepFiringFor": "15m",
             },
         }
+    },
+    "narrow-discovery": {
+        "cluster": {"podCIDRs": ["10.52.0.0/16"], "serviceCIDRs": ["10.53.0.0/16", "fd00:43::/108"]},
+        "probes": {"namespaces": {"allow": ["shop", "platform"], "deny": ["kube-system"]}},
+        "log": {"level": "debug", "format": "json"},
     },
     "podmonitor-knobs": {
         "podLabels": {"team": "network"},
@@ -167,6 +174,11 @@ def test_chart_lints_clean(case: str) -> None:
         ({"prometheus": {"rules": {"keepFiringFor": "5 minutes"}}}, "/prometheus/rules/keepFiringFor"),
         ({"prometheus": {"rules": {"disabled": {"NetpathX": "yes"}}}}, "/prometheus/rules/disabled/NetpathX"),
         ({"prometheus": {"monitor": {"honorLabels": "no"}}}, "/prometheus/monitor/honorLabels"),
+        ({"cluster": {"domain": "..."}}, "/cluster/domain"),
+        ({"cluster": {"podCIDRs": ["localhost"]}}, "/cluster/podCIDRs/0"),
+        ({"cluster": {"serviceCIDRs": []}}, "/cluster/serviceCIDRs"),
+        ({"probes": {"namespaces": {"allow": ["Kube_System"]}}}, "/probes/namespaces/allow/0"),
+        ({"log": {"level": "verbose"}}, "/log/level"),
     ],
 )
 def test_values_schema_names_the_bad_field(values: dict[str, Any], field: str) -> None:
@@ -204,7 +216,7 @@ def _python_patterns(node: Any) -> Any:
     if isinstance(node, dict):
         fixed = {k: _python_patterns(v) for k, v in node.items()}
         if isinstance(fixed.get("pattern"), str) and fixed["pattern"].startswith("^(?i)"):
-            fixed["pattern"] = "(?i)^" + fixed["pattern"][len("^(?i)"):]
+            fixed["pattern"] = "(?i)^" + fixed["pattern"][len("^(?i)") :]
         return fixed
     if isinstance(node, list):
         return [_python_patterns(v) for v in node]
@@ -341,6 +353,7 @@ def test_rules_knobs_disable_label_relink_and_hold_alerts() -> None:
     held = rendered_alerts("podmonitor-knobs")
     assert not [name for name, alert in held.items() if "keep_firing_for" in alert], "0s removes it"
     assert 'up{job="network"}' in held["NetpathExportersAbsent"]["expr"], "the job jobLabel gives"
+
     # Recording rules are never dropped: the dashboards read them.
     def recorded(case: str) -> list[str]:
         return [r["record"] for g in one(case, "PrometheusRule")["spec"]["groups"] for r in g["rules"] if "record" in r]
@@ -398,7 +411,7 @@ def test_dashboard_configmaps_equal_grafana_json(case: str) -> None:
     shipped = {}
     for cm in dashboards:
         assert len(cm["data"]) == 1, "one dashboard per ConfigMap (the 1 MiB object limit)"
-        (name, text), = cm["data"].items()
+        ((name, text),) = cm["data"].items()
         shipped[name] = json.loads(text)
     assert shipped == source_dashboards()
 
@@ -413,7 +426,10 @@ def test_rendered_config_passes_check_config(case: str, tmp_path: Path) -> None:
     env = {"NODE_NAME": "k3s-node1", "POD_NAMESPACE": NAMESPACE, "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "check-config", str(config_file)],
-        capture_output=True, text=True, cwd=REPO, env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
@@ -438,6 +454,20 @@ def test_config_is_the_k3s_profile_with_discovery_wired_to_the_chart_objects() -
     assert selector.items() <= pod_labels.items() and "app.kubernetes.io/instance" in selector
     # source_node and the namespace come from the downward API, not the file.
     assert "source_node" not in config and "namespace" not in discovery
+
+
+def test_discovery_probes_only_the_cluster_s_ranges_and_allowed_namespaces() -> None:
+    defaults = rendered_config("defaults")["discovery"]
+    assert (defaults["pod_cidrs"], defaults["service_cidrs"]) == (["10.42.0.0/16"], ["10.43.0.0/16"])  # K3s
+    assert defaults["namespaces"] == {"allow": [], "deny": []}
+    narrow = rendered_config("narrow-discovery")["discovery"]
+    assert narrow["pod_cidrs"] == ["10.52.0.0/16"] and narrow["service_cidrs"] == ["10.53.0.0/16", "fd00:43::/108"]
+    assert narrow["namespaces"] == {"allow": ["shop", "platform"], "deny": ["kube-system"]}
+
+
+def test_log_level_and_format_reach_the_exporter() -> None:
+    assert container("defaults")["args"][-4:] == ["--log-level", "info", "--log-format", "text"]
+    assert container("narrow-discovery")["args"][-4:] == ["--log-level", "debug", "--log-format", "json"]
 
 
 def test_config_with_another_release_name_probes_that_release_s_service() -> None:
@@ -474,7 +504,9 @@ def test_rbac_grants_exactly_the_documented_rules(case: str) -> None:
     for binding_kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
         binding = one(case, binding_kind)
         assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": one(case, role_kind)["metadata"]["name"]
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role_kind,
+            "name": one(case, role_kind)["metadata"]["name"],
         }
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": pod_spec(case)["serviceAccountName"], "namespace": NAMESPACE}
@@ -566,7 +598,7 @@ def test_readme_and_install_doc_commands_render() -> None:
             chart.validate_schema(chart.merge_values(values))
             manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE)
         for path, text_ in manifests.items():
-            for obj in (yaml.safe_load_all(text_) if path.endswith(".yaml") else []):
+            for obj in yaml.safe_load_all(text_) if path.endswith(".yaml") else []:
                 if obj and not obj["apiVersion"].startswith("monitoring.coreos.com/"):
                     kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
 
@@ -580,8 +612,16 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_values_table_in_the_chart_readme_lists_every_value() -> None:
-    documented_whole = ("labels", "Labels", "Selector", "annotations", "Annotations", "resources", "affinity",
-                        "updateStrategy")  # Kubernetes-shaped maps: one row each, not one per key
+    documented_whole = (
+        "labels",
+        "Labels",
+        "Selector",
+        "annotations",
+        "Annotations",
+        "resources",
+        "affinity",
+        "updateStrategy",
+    )  # Kubernetes-shaped maps: one row each, not one per key
 
     def leaves(node: Any, prefix: str = "") -> set[str]:
         if isinstance(node, dict) and node and not prefix.endswith(documented_whole):

@@ -137,6 +137,9 @@ https://github.com/netpath-exporter/netpath-exporter/blob/main/docs/runbooks/
       "cluster_domain" $domain
       "peers" (dict "label_selector" $peerSelector "port" (int $v.port) "k" $v.probes.peers.k "all_up_to" (int $v.probes.peers.allUpTo))
       "services" $v.probes.services
+      "namespaces" (dict "allow" $v.probes.namespaces.allow "deny" $v.probes.namespaces.deny)
+      "pod_cidrs" $v.cluster.podCIDRs
+      "service_cidrs" $v.cluster.serviceCIDRs
       "dns" (dict "service" $v.cluster.dnsService "names" $v.probes.dns.names "transports" $v.probes.dns.transports)
       "ingress" $ingress -}}
 {{- $facts := dict "enabled" $v.nodeFacts.enabled "interval" $v.nodeFacts.interval -}}
