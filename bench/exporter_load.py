@@ -124,6 +124,33 @@ FLOOR = textwrap.dedent(
 ).format(bench=str(BENCH))
 
 
+# A tiny HTTP/1.1 server: 200 and a short body, then close. asyncio with a 4096-deep accept queue, because the
+# exporter starts a round of probes within a fraction of the interval and a small backlog (socketserver's is 5,
+# lab/apps/httpapp.py's) drops SYNs under that burst: the probes would then measure the server's queue.
+HTTP_SERVER = textwrap.dedent(
+    """
+    import asyncio
+    BODY = b"bench ok\\n"
+    HEAD = b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n"
+    RESPONSE = HEAD + b"Content-Length: %d\\r\\n\\r\\n%s" % (len(BODY), BODY)
+    async def handle(reader, writer):
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\\r\\n\\r\\n"), 5)
+            writer.write(RESPONSE)
+            await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+    asyncio.run(main())
+    """
+)
+
+
 # --- loopback servers --------------------------------------------------------------------------------------------
 
 
@@ -145,21 +172,16 @@ class Servers:
 
 @contextmanager
 def servers(acceptors: int = 2, ports_each: int = 8) -> Iterator[Servers]:
-    """TCP acceptors (several ports each: hundreds of connects a second spread over many 4-tuples), the lab's
-    HTTP app and a real dnsmasq, all child processes."""
+    """TCP acceptors (several ports each: hundreds of connects a second spread over many 4-tuples), an HTTP
+    server and a real dnsmasq, all child processes."""
     with ExitStack() as stack:
         ports: list[int] = []
         for _ in range(acceptors):
             _, line = stack.enter_context(child([sys.executable, "-c", ACCEPTOR, str(ports_each)]))
             ports += [int(p) for p in line.split()]
-        _, ready = stack.enter_context(
-            child(
-                [sys.executable, "-m", "lab.apps.httpapp", "--listen", "127.0.0.1:0", "--name", "bench"],
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-        )
+        _, http_port = stack.enter_context(child([sys.executable, "-c", HTTP_SERVER]))
         dns = stack.enter_context(dnsmasq({DNS_NAME: "10.43.0.20"}, local_zones=["cluster.local"]))
-        yield Servers(tuple(ports), "http://" + ready.rsplit(" ", 1)[-1] + "/", dns.host, dns.port)
+        yield Servers(tuple(ports), f"http://127.0.0.1:{int(http_port)}/", dns.host, dns.port)
 
 
 def floor_start(ports: Sequence[int], seconds: float, every: float = 0.05) -> subprocess.Popen[str]:
@@ -271,6 +293,7 @@ Buckets = dict[float, float]  # le -> cumulative count
 class Exposition:
     attempts: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # per kind
     failures: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    syn_retransmits: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     duration: dict[str, Buckets] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     lag: Buckets = field(default_factory=lambda: defaultdict(float))
     series: int = 0
@@ -299,6 +322,8 @@ def read_exposition(fetched: Fetch) -> Exposition:
                 continue
             if name == "netpath_probe_attempts_total":
                 out.attempts[kind] += value
+            elif name == "netpath_tcp_syn_retransmits_total":
+                out.syn_retransmits[kind] += value
             elif name == "netpath_probe_failures_total":
                 out.failures[kind] += value
             elif name == "netpath_probe_duration_seconds_bucket":
@@ -380,6 +405,7 @@ class Phase:
     cpu: float
     probes: dict[str, float]
     failures: dict[str, float]
+    syn_retransmits: dict[str, float]
     memory: dict[str, float]
     first: Fetch  # /metrics at the phase's start (as a lone read: after warm-up or after a gap)
     last: Fetch  # /metrics at its end
@@ -426,6 +452,7 @@ def run_phase(pid: int, port: int, srv: Servers, run: str, mode: str, seconds: f
         cpu=cpu1 - cpu0,
         probes={k: after.attempts[k] - before.attempts.get(k, 0.0) for k in after.attempts},
         failures={k: after.failures[k] - before.failures.get(k, 0.0) for k in after.failures},
+        syn_retransmits={k: v - before.syn_retransmits.get(k, 0.0) for k, v in after.syn_retransmits.items()},
         memory=memory,
         first=first,
         last=last,
@@ -755,12 +782,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             *kinds_table(kind_phases, peers, tcp_reference, idle),
             "",
         ]
-    problems = [
-        f"{p.run} / {p.mode}: {kind} {n:.0f} failed probes"
-        for p in [*phases, *kind_phases]
-        for kind, n in p.failures.items()
-        if n
-    ] + [f"{p.run} / {p.mode}: {e}" for p in [*phases, *kind_phases] for e in p.errors[:3]]
+    problems = (
+        [
+            f"{p.run} / {p.mode}: {kind} {n:.0f} failed probes"
+            for p in [*phases, *kind_phases]
+            for kind, n in p.failures.items()
+            if n
+        ]
+        + [
+            f"{p.run} / {p.mode}: {kind} {n:.0f} SYN retransmits (a SYN was dropped: the probe took 1 s more)"
+            for p in [*phases, *kind_phases]
+            for kind, n in p.syn_retransmits.items()
+            if n
+        ]
+        + [f"{p.run} / {p.mode}: {e}" for p in [*phases, *kind_phases] for e in p.errors[:3]]
+    )
     if problems:
         report += ["Problems seen (the targets are meant to be healthy):", "", *(f"- {x}" for x in problems), ""]
     print("\n".join(report))
