@@ -68,10 +68,10 @@ from harness import (  # noqa: E402
     blackbox,
     child,
     free_port,
-    memory_mib,
     probe_values,
     quantiles,
     tree_cpu_seconds,
+    tree_memory_mib,
     wait_http_ok,
 )
 
@@ -371,7 +371,7 @@ def exporter_config(srv: Servers, counts: dict[str, int], port: int, interval: f
     return {
         "source_node": "bench",
         "listen": f"127.0.0.1:{port}",
-        "defaults": {"interval": interval, "timeout": min(2.0, interval)},
+        "defaults": {"interval": f"{interval:g}s", "timeout": f"{min(2.0, interval):g}s"},
         "node_facts": {"enabled": True},  # this namespace, read only (netlink dumps, /proc, iptables-save)
         "targets": targets,
     }
@@ -439,7 +439,7 @@ def run_phase(pid: int, port: int, srv: Servers, run: str, mode: str, seconds: f
         poller.stop.set()
         poller.join(timeout=90)
     cpu1, t1 = tree_cpu_seconds(pid), time.monotonic()
-    memory = memory_mib(pid)
+    memory = tree_memory_mib(pid)
     last = get(port, "/metrics")
     floor_samples = floor_collect(floor, seconds)
     before, after = read_exposition(first), read_exposition(last)
@@ -550,7 +550,7 @@ def blackbox_runs(srv: Servers, plan: dict[str, int], seconds: float, interval: 
             cpu0, t0 = tree_cpu_seconds(bb_pid), time.monotonic()
             sent, failed, durations = drive_blackbox(bb_port, BLACKBOX_MODULE_OF[kind], targets, rate, seconds)
             cpu1, t1 = tree_cpu_seconds(bb_pid), time.monotonic()
-            memory, floor_samples = memory_mib(bb_pid), floor_collect(floor, seconds)
+            memory, floor_samples = tree_memory_mib(bb_pid), floor_collect(floor, seconds)
             out.append(PeerPhase(kind, n, rate, t1 - t0, cpu1 - cpu0, sent, failed, durations, floor_samples, memory))
     return out
 
@@ -594,8 +594,8 @@ def above_idle(p: Phase, idle: float) -> float:
 
 def exporter_table(phases: Sequence[Phase], idle: float) -> list[str]:
     rows = [
-        "| targets | mode | exporter CPU | CPU per probe (above idle) | probes/s | RSS (peak) | GET /metrics: latency "
-        "(median, max) · size · gzip · series | GET /diagnose: latency (median) · size · gzip | "
+        "| targets | mode | exporter CPU | CPU per probe (above idle) | probes/s | RSS (peak), tree | "
+        "GET /metrics: latency (median, max) · size · gzip · series | GET /diagnose: latency (median) · size · gzip | "
         "scheduler lag p50 / p99 (≤ bucket) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

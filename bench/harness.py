@@ -89,14 +89,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU of a process and every live descendant (all threads), plus what their reaped children used.
-
-    utime+stime cover a process's threads; cutime+cstime add children it has waited for (short-lived helpers
-    such as iptables-save), so a helper's CPU is counted whether it is still running or already gone.
-    """
+def process_tree(root: int) -> dict[int, list[str]]:
+    """The stat fields of a process and every live descendant, by pid."""
     children: dict[int, list[int]] = defaultdict(list)
-    ticks: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -105,16 +101,26 @@ def tree_cpu_seconds(root: int) -> float:
         except (OSError, IndexError):
             continue  # gone since listdir
         children[int(fields[1])].append(int(entry))
-        ticks[int(entry)] = sum(int(f) for f in fields[11:15])
-    total, todo, seen = 0, [root], set()
+        stats[int(entry)] = fields
+    tree: dict[int, list[str]] = {}
+    todo = [root]
     while todo:
         pid = todo.pop()
-        if pid in seen or pid not in ticks:
+        if pid in tree or pid not in stats:
             continue
-        seen.add(pid)
-        total += ticks[pid]
+        tree[pid] = stats[pid]
         todo.extend(children.get(pid, ()))
-    return total / os.sysconf("SC_CLK_TCK")
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of a process and every live descendant (all threads), plus what their reaped children used.
+
+    utime+stime cover a process's threads; cutime+cstime add children it has waited for (short-lived helpers
+    such as iptables-save), so a helper's CPU is counted whether it is still running or already gone.
+    """
+    ticks = sum(sum(int(f) for f in fields[11:15]) for fields in process_tree(root).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def memory_mib(pid: int | str = "self") -> dict[str, float]:
@@ -124,6 +130,18 @@ def memory_mib(pid: int | str = "self") -> dict[str, float]:
         if line.startswith(("VmRSS:", "VmHWM:")):
             out[line.split(":")[0]] = int(line.split()[1]) / 1024
     return out
+
+
+def tree_memory_mib(root: int) -> dict[str, float]:
+    """VmRSS and VmHWM summed over a process tree (a probe worker process counts too; shared pages twice)."""
+    total: dict[str, float] = defaultdict(float)
+    for pid in process_tree(root):
+        try:
+            for key, value in memory_mib(pid).items():
+                total[key] += value
+        except OSError:
+            continue  # exited meanwhile
+    return dict(total)
 
 
 def rss_mib(pid: int | str = "self") -> float:
