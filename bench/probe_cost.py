@@ -15,17 +15,11 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,56 +29,8 @@ from exporter.model import DNSTarget, HTTPTarget, PathClass, TCPTarget, Transpor
 from exporter.probes import run_probe  # noqa: E402
 from lab.loopback import dnsmasq  # noqa: E402
 
-ACCEPTOR = textwrap.dedent(
-    """
-    import socket, sys
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", 0)); s.listen(4096)
-    print(s.getsockname()[1], flush=True)
-    while True:
-        c, _ = s.accept(); c.close()
-    """
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def child(args: list[str], ready_line: bool = True) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = proc.stdout.readline().strip() if ready_line and proc.stdout else ""
-        yield proc, line
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def quantiles(samples: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return statistics.median(ordered), pick(0.9), pick(0.99)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ACCEPTOR, blackbox, child, cpu_seconds, floor_connect, probe_values, quantiles  # noqa: E402
 
 # --- CPU per probe -------------------------------------------------------------------------------------------
 
@@ -107,47 +53,13 @@ async def cpu_per_probe(target: TCPTarget | HTTPTarget | DNSTarget, count: int, 
     return spent / count
 
 
-@contextmanager
-def blackbox(port_to_probe: int) -> Iterator[tuple[int, int]]:
-    """prometheus-blackbox-exporter with a tcp_connect module; yields (its port, its pid)."""
-    binary = shutil.which("prometheus-blackbox-exporter")
-    if binary is None:
-        raise SystemExit("prometheus-blackbox-exporter is not installed (make deps)")
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "blackbox.yml"
-        config.write_text("modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 2s\n")
-        port = free_port()
-        with child([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"], False) as (p, _):
-            for _ in range(100):  # bounded wait for it to listen
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=1).read()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            yield port, p.pid
-
-
 def blackbox_probe(bb_port: int, target_port: int) -> float:
     url = f"http://127.0.0.1:{bb_port}/probe?module=tcp_connect&target=127.0.0.1:{target_port}"
     body = urllib.request.urlopen(url, timeout=5).read().decode()
-    values = {}
-    for line in body.splitlines():
-        if line.startswith(("probe_success ", "probe_duration_seconds ")):
-            name, value = line.split()
-            values[name] = float(value)
+    values = probe_values(body)
     if values.get("probe_success") != 1.0:
         raise RuntimeError(f"blackbox probe failed: {body[:200]}")
     return values["probe_duration_seconds"]
-
-
-def floor_connect(port: int) -> float:
-    s = socket.socket()
-    try:
-        start = time.perf_counter()
-        s.connect(("127.0.0.1", port))
-        return time.perf_counter() - start
-    finally:
-        s.close()
 
 
 async def latency_samples(
@@ -233,7 +145,7 @@ def main() -> int:
 
         # 1. CPU per probe, ours by kind; blackbox's tcp_connect as the peer (its CPU per /probe request).
         ours = {kind: asyncio.run(cpu_per_probe(t, cpu_n)) for kind, t in targets.items()}
-        with blackbox(tcp_port) as (bb_port, bb_pid):
+        with blackbox() as (bb_port, bb_pid):
             blackbox_probe(bb_port, tcp_port)  # warm up
             before = cpu_seconds(bb_pid)
             for _ in range(cpu_n):
