@@ -14,6 +14,11 @@ is its network namespace, so a small stand-in for the node's init (root, the run
 as a real init has more than the exporter) runs in the node's namespace and the exporter joins its PID
 namespace: ``/proc/1/ns/net`` inside the exporter is then the lab node's namespace, never the machine's.
 
+Not translated, on purpose: `resources` (cgroup limits; the budgets are benchmarks, docs/benchmarks.md), the
+liveness/readiness probes (kubelet-side; :func:`wait_ready` polls /readyz the same way), and what only discovery
+uses — the service-account token mount and KUBERNETES_SERVICE_HOST/PORT (issue 12, point 3 adds them with the
+lab's API server).
+
 podman reads deploy/containers.conf (CONTAINERS_CONF); the image is built by scripts/build-image.sh
 (`make image`), which skips whatever did not change.
 """
