@@ -54,10 +54,11 @@ if [[ ! -s $cache/base.tar || $(cat "$cache/base.key" 2>/dev/null) != "$base_key
   mmdebstrap --quiet "${mmdebstrap_args[@]}" "$cache/base.tmp.tar" >"$cache/mmdebstrap.log" 2>&1 ||
     { tail -20 "$cache/mmdebstrap.log"; exit 1; }
   mv "$cache/base.tmp.tar" "$cache/base.tar"
-  podman image rm --force "$base_ref" >/dev/null 2>&1 || true
   echo "$base_key" >"$cache/base.key"
+  fresh_base=1
 fi
-if ! podman image exists "$base_ref"; then
+# A new base takes over the tag (the old image is left untagged; `podman image prune` removes it).
+if [[ -n ${fresh_base:-} ]] || ! podman image exists "$base_ref"; then
   podman import --quiet --change 'CMD ["bash"]' "$cache/base.tar" "$base_ref" >/dev/null
 fi
 
