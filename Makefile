@@ -11,13 +11,14 @@ DEB_TOOLS := ip:iproute2 iptables:iptables nft:nftables dnsmasq:dnsmasq-base ngi
              prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager \
              prometheus-alertmanager:prometheus-alertmanager \
              prometheus-blackbox-exporter:prometheus-blackbox-exporter ethtool:ethtool conntrack:conntrack \
-             sysctl:procps
+             sysctl:procps podman:podman buildah:buildah runc:runc mmdebstrap:mmdebstrap
 
-.PHONY: help deps venv lint typecheck test test-fast test-lab demo bench clean dashboards dashboards-preview chart-sync
+.PHONY: help deps venv image lint typecheck test test-fast test-lab demo bench clean dashboards dashboards-preview chart-sync
 
 help:
 	@echo "make demo   - run the network lab, exporters, Prometheus and a diagnosis report"
 	@echo "make test   - lint, type-check and run every test (lab tests included)"
+	@echo "make image  - build the container image with podman, no registry needed (docs/install.md)"
 
 deps:
 	@missing=""; for pair in $(DEB_TOOLS); do tool=$${pair%%:*}; pkg=$${pair#*:}; \
@@ -35,6 +36,11 @@ $(STAMP): pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+# The container image from the Dockerfile, with podman and without a registry: a local debian:bookworm-slim
+# (mmdebstrap) and prebuilt wheels, cached under .cache/image; reruns take seconds (scripts/build-image.sh).
+image: deps
+	PATH="$$PATH:/usr/sbin:/sbin" PYTHON=$(PYTHON) scripts/build-image.sh
 
 lint: venv
 	$(BIN)/ruff check .
@@ -73,4 +79,4 @@ chart-sync:
 	$(PYTHON) scripts/sync-chart.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache out
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache out .cache

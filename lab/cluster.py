@@ -95,8 +95,13 @@ def up(nodes: int = 3, mtu: int = 1500, *, with_exporters: bool = True) -> Topol
 
 
 def down() -> list[str]:
-    """Remove every lab process, namespace, resolv.conf and the state dir. Safe after a crash; idempotent."""
+    """Remove every lab container, process, namespace, resolv.conf and the state dir. Safe after a crash;
+    idempotent."""
     state = LabState.load() if state_dir().exists() else LabState()
+    if shutil.which("podman") is not None:  # exporters run from the image (lab/image.py): containers first
+        from . import image
+
+        image.remove_all()
     netns.kill_pids(p.pid for p in state.processes.values() if _in_lab(p.pid))
     removed = netns.lab_namespaces()
     for ns in removed:
