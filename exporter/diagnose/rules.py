@@ -28,7 +28,7 @@ from ..node.facts import (
     Unavailable,
 )
 from .causes import CAUSES, Cause
-from .window import Health, TargetStatus
+from .window import NO_ANSWER, Health, TargetStatus
 
 VXLAN_OVERHEAD = 50  # bytes a VXLAN-over-IPv4 packet adds; the overlay MTU must leave this much headroom
 CONNTRACK_FULL_RATIO = 0.9  # entries / limit at which new connections start to be early-dropped
@@ -37,6 +37,13 @@ STALL_REASONS = frozenset(
 )
 SLOW_REASONS = frozenset({Reason.RESPONSE_TIMEOUT, Reason.TIMEOUT})
 GATEWAY_TIMEOUT = 504
+# A DNS server's own answers that say it is the one failing: an error rcode, nothing, or the wrong record.
+DNS_ANSWERS = frozenset(
+    {Reason.NXDOMAIN, Reason.SERVFAIL, Reason.DNS_REFUSED, Reason.DNS_ERROR, Reason.NO_ANSWER, Reason.WRONG_ANSWER}
+)
+# An application's answers that say it is down or not ready: nothing listens (RST), or an HTTP 5xx other
+# than 504 (a 504 is a proxy reporting *silence* from its upstream).
+BACKEND_DOWN_STATUSES = frozenset({500, 502, 503})
 
 
 @dataclass(frozen=True)
@@ -281,7 +288,8 @@ def overlay_down(p: Picture) -> list[Verdict]:
             return True
         if t.via is Via.SERVICE:
             return everyone or any(e.target.target_node in gone for e in p.endpoints(t.service))
-        return t.path is PathClass.INGRESS and everyone
+        # an ingress controller on an unreachable node is a pod-IP leg to that node
+        return t.path is PathClass.INGRESS and (everyone or t.target_node in gone)
 
     explained = [s for s in p.unexplained_failing() if explained_by_overlay(s)]
     if everyone and len(remote) > 1:
@@ -293,10 +301,13 @@ def overlay_down(p: Picture) -> list[Verdict]:
         + "; ".join(describe(s) for s in pod_targets if s.target.target_node == node)
         for node in unreachable
     ]
-    working = [s for s in pod_targets if s.target.target_node not in gone and s.ok]
+    onset = _onset([s for s in pod_targets if s.target.target_node in gone])
+    working = [s for s in pod_targets if s.target.target_node not in gone and s.works_since(onset)]
     if working:
         evidence.append(
-            "pods on " + ", ".join(sorted({s.target.target_node for s in working})) + " answer: "
+            "pods on "
+            + ", ".join(sorted({s.target.target_node for s in working}))
+            + " answer: "
             + "; ".join(describe(s) for s in working[:3])
         )
     evidence += _overlay_facts(p, [s for s in pod_targets if s.target.target_node in gone])
@@ -377,9 +388,14 @@ def coredns_down(p: Picture) -> list[Verdict]:
         return []
     if not any(key(s.target) not in p.explained for s in probed):
         return []
+    if any(r in DNS_ANSWERS for s in probed for r in s.failure_reasons):
+        return []  # it answers, wrongly: dns_bad_answer's case, not a dead server
     services = {s.target.service for s in probed}
     via_service = [
-        s for s in failing if isinstance(s.target, DNSTarget) and s.target.via is Via.SERVICE
+        s
+        for s in failing
+        if isinstance(s.target, DNSTarget)
+        and s.target.via is Via.SERVICE
         and (s.target.service in services or not s.target.service)
     ]
     explained = [s for s in probed if key(s.target) not in p.explained] + via_service
@@ -389,10 +405,91 @@ def coredns_down(p: Picture) -> list[Verdict]:
     if refused:
         evidence.append("connection refused / port unreachable: nothing listens on port 53 there")
     nodes = {s.target.target_node for s in probed if s.target.target_node}
-    peers_ok = [s for s in p.statuses if s.target.path is PathClass.POD_IP and s.target.target_node in nodes and s.ok]
+    onset = _onset(probed)
+    peers_ok = [
+        s
+        for s in p.statuses
+        if s.target.path is PathClass.POD_IP and s.target.target_node in nodes and s.works_since(onset)
+    ]
     if peers_ok:
         evidence.append("other pods on those nodes answer, so the pod network works: " + describe(peers_ok[0]))
+    if not refused and not peers_ok:
+        return []  # silence only, and nothing shows the path to those pods works: not proof of a dead server
     return [Verdict.of(Cause.COREDNS_DOWN, evidence, explained)]
+
+
+def dns_bad_answer(p: Picture) -> list[Verdict]:
+    """CoreDNS answers, but with an error rcode (SERVFAIL, REFUSED, NXDOMAIN), no record or the wrong one —
+    straight from its pods, and every failing DNS target fails that way: an answer, so no packet path is at
+    fault."""
+    failing = [s for s in p.unexplained_failing() if isinstance(s.target, DNSTarget)]
+    direct = [s for s in failing if s.target.via is Via.POD]
+    if not direct or not all(_dns_answers_only(s) for s in failing):
+        return []
+    evidence = [f"straight to the CoreDNS pod: {describe(s)}" for s in direct]
+    evidence += [f"via the Service: {describe(s)}" for s in failing if s.target.via is not Via.POD]
+    details = sorted({x.detail for s in failing for x in s.samples if not x.ok and x.detail})
+    evidence += [f"the server said: {d}" for d in details[:3]]
+    evidence.append("these are answers: the queries reached CoreDNS and came back, so no packet path is at fault")
+    nodes = sorted({s.target.target_node for s in direct if s.target.target_node})
+    return [Verdict.of(Cause.DNS_BAD_ANSWER, evidence, failing, peer_nodes=nodes)]
+
+
+def _dns_answers_only(status: TargetStatus) -> bool:
+    reasons = status.failure_reasons
+    return bool(reasons) and all(r in DNS_ANSWERS for r in reasons)
+
+
+# --- the application ---------------------------------------------------------------------------------------
+
+
+def backend_down(p: Picture) -> list[Verdict]:
+    """The backend itself is down or not ready: its pods answer "refused" or HTTP 5xx when asked directly, and
+    the Service answers the same way. Answers, so no packet path is at fault; the ingress's 502/503 follow."""
+    failing = p.unexplained_failing()
+    services = sorted(
+        {s.target.service for s in failing if s.target.via is Via.SERVICE and not isinstance(s.target, DNSTarget)}
+    )
+    verdicts = []
+    for service in services:
+        via_service = [s for s in failing if s.target.via is Via.SERVICE and s.target.service == service]
+        endpoints = [e for e in p.endpoints(service) if e.health is not Health.PENDING]
+        if not via_service or not endpoints or not all(e.failing and _backend_answers(e) for e in endpoints):
+            continue
+        if not all(_backend_answers(s) for s in via_service):
+            continue
+        ingress = [s for s in failing if s.target.path is PathClass.INGRESS and _backend_answers(s)]
+        evidence = [f"the backend, asked directly: {describe(e)}" for e in endpoints]
+        evidence += [f"via the Service: {describe(s)}" for s in via_service]
+        evidence += [f"so the ingress fails: {describe(s)}" for s in ingress]
+        evidence.append(
+            "refused and 5xx are answers: the packets reached the pods' nodes and came back — the application, "
+            "not the network"
+        )
+        large = [
+            s
+            for s in failing
+            if s.target.via is Via.POD and s.target.service == service and is_large(s.target) and _backend_answers(s)
+        ]
+        explained = [e for e in endpoints if key(e.target) not in p.explained] + large + via_service + ingress
+        summary = f"Backend {service} down or not ready: its pods refuse or answer 5xx"
+        nodes = sorted({e.target.target_node for e in endpoints if e.target.target_node})
+        verdicts.append(Verdict.of(Cause.BACKEND_DOWN, evidence, explained, summary=summary, peer_nodes=nodes))
+        failing = [s for s in failing if s not in explained]
+    return verdicts
+
+
+def _backend_answers(status: TargetStatus) -> bool:
+    """Every failure an answer saying the application is not serving: refused, reset, or an HTTP 5xx (not 504)."""
+    for sample in status.samples:
+        if sample.ok:
+            continue
+        if sample.reason is Reason.BAD_STATUS:
+            if sample.http_status not in BACKEND_DOWN_STATUSES:
+                return False
+        elif sample.reason not in (Reason.REFUSED, Reason.RESET):
+            return False
+    return status.failures > 0
 
 
 # --- the Service (kube-proxy NAT) path ---------------------------------------------------------------------
@@ -402,7 +499,9 @@ def service_path(p: Picture) -> list[Verdict]:
     """ClusterIP and DNS-via-Service failures whose backends answer when probed directly, told apart by the
     pattern (UDP only, DNS only, local endpoints only) and by the node facts (NAT hook, DNAT rules,
     bridge-nf-call-iptables, offload)."""
-    failing = [s for s in p.unexplained_failing() if s.target.via is Via.SERVICE]
+    # principle 1: a dropped-path verdict needs silence; a Service target that answered (refused, an error
+    # rcode) reached something, and is left to the answer rules or the unknown verdict
+    failing = [s for s in p.unexplained_failing() if s.target.via is Via.SERVICE and s.no_answer]
     verdicts: list[Verdict] = []
     facts = p.facts if p.node_view else None
     fresh = facts is not None and facts.fresh_for(failing)
@@ -438,10 +537,15 @@ def service_path(p: Picture) -> list[Verdict]:
 
     cluster_ip_failing = [s for s in failing if s.target.path is PathClass.CLUSTER_IP]
     dns_failing = [s for s in failing if isinstance(s.target, DNSTarget)]
-    if dns_failing and not cluster_ip_failing and not any(
-        s.target.path is PathClass.CLUSTER_IP and _failed_since(s, _onset(dns_failing)) for s in p.service_targets()
+    if (
+        dns_failing
+        and not cluster_ip_failing
+        and not any(
+            s.target.path is PathClass.CLUSTER_IP and s.failed_since(_onset(dns_failing)) for s in p.service_targets()
+        )
     ):
-        direct_ok = [e for s in dns_failing for e in p.endpoints(s.target.service) if e.ok]
+        onset = _onset(dns_failing)
+        direct_ok = [e for s in dns_failing for e in p.endpoints(s.target.service) if e.works_since(onset)]
         if direct_ok:
             evidence = [f"via the Service: {describe(s)}" for s in dns_failing]
             evidence += [f"straight to CoreDNS: {describe(e)}" for e in direct_ok]
@@ -465,10 +569,6 @@ def service_path(p: Picture) -> list[Verdict]:
 
 def _onset(statuses: Sequence[TargetStatus]) -> float:
     return min((s.failing_since for s in statuses if s.failing_since is not None), default=0.0)
-
-
-def _failed_since(status: TargetStatus, since: float) -> bool:
-    return any(not x.ok and x.at >= since for x in status.samples)
 
 
 def _has_local_endpoint(p: Picture, status: TargetStatus) -> bool:
@@ -499,19 +599,23 @@ def _conntrack_race(p: Picture, failing: list[TargetStatus]) -> Verdict | None:
         return None
     services = p.service_targets()
     tcp_dns = [
-        s for s in services
-        if isinstance(s.target, DNSTarget) and s.target.protocol is Transport.TCP
+        s
+        for s in services
+        if isinstance(s.target, DNSTarget)
+        and s.target.protocol is Transport.TCP
         and any(s.target.server == u.target.server for u in udp)  # type: ignore[union-attr]
     ]
     # the contrast must hold since UDP began failing: a failure there (TCP DNS, a ClusterIP) means the loss is
     # not UDP-only; failures before that belong to an earlier, healed fault
     onset = _onset(udp)
-    if not tcp_dns or any(_failed_since(s, onset) or s.health is Health.PENDING for s in tcp_dns):
+    if not tcp_dns or any(s.failed_since(onset) or s.health is Health.PENDING for s in tcp_dns):
         return None
-    if any(_failed_since(s, onset) for s in services if s.target.path is PathClass.CLUSTER_IP):
+    if any(s.failed_since(onset) for s in services if s.target.path is PathClass.CLUSTER_IP):
         return None
     direct_udp = [
-        e for u in udp for e in p.endpoints(u.target.service)
+        e
+        for u in udp
+        for e in p.endpoints(u.target.service)
         if isinstance(e.target, DNSTarget) and e.target.protocol is Transport.UDP
     ]
     if any(e.failing for e in direct_udp):
@@ -544,7 +648,8 @@ def _offload_corroborated(p: Picture, facts: FactsView, failing: list[TargetStat
         evidence.append(f"node facts: Udp InCsumErrors rose by {csum} since the previous reading")
     if p.perspective is Perspective.NODE:
         explained = [
-            s for s in failing
+            s
+            for s in failing
             if s.target.path is PathClass.CLUSTER_IP
             and any(e.target.target_node != p.source_node and e.ok for e in p.endpoints(s.target.service))
         ]
@@ -571,16 +676,14 @@ def _bridge_pattern(p: Picture, failing: list[TargetStatus]) -> Verdict | None:
     if not all(_has_local_endpoint(p, s) for s in failing):
         return None
     mixed = [
-        s for s in failing
+        s
+        for s in failing
         if s.health is Health.FLAKY
         and any(e.target.target_node != p.source_node for e in p.endpoints(s.target.service))
     ]
     if not mixed:
         return None
-    remote_only = [
-        s for s in p.service_targets()
-        if p.endpoints(s.target.service) and not _has_local_endpoint(p, s)
-    ]
+    remote_only = [s for s in p.service_targets() if p.endpoints(s.target.service) and not _has_local_endpoint(p, s)]
     if any(not s.ok for s in remote_only):
         return None
     evidence = [f"fails with an endpoint on this node: {describe(s)}" for s in failing]
@@ -598,7 +701,8 @@ def _bridge_pattern(p: Picture, failing: list[TargetStatus]) -> Verdict | None:
 
 def _nat_or_forward(p: Picture, facts: FactsView | None, fresh: bool, failing: list[TargetStatus]) -> Verdict:
     evidence = [f"via the Service: {describe(s)}" for s in failing]
-    endpoints_ok = [e for s in failing for e in p.endpoints(s.target.service) if e.ok]
+    onset = _onset(failing)
+    endpoints_ok = [e for s in failing for e in p.endpoints(s.target.service) if e.works_since(onset)]
     evidence += [f"the backend answers directly: {describe(e)}" for e in _unique(endpoints_ok)[:4]]
     evidence += _other_view_evidence(p, failing)
     if facts is None:
@@ -647,8 +751,11 @@ def _other_view_evidence(p: Picture, statuses: list[TargetStatus]) -> list[str]:
         if other is None or other.health is Health.PENDING:
             continue
         where = f"from the {other.target.perspective.value}'s own network namespace"
+        onset = s.failing_since or 0.0
         if other.failing:
             out.append(f"{where} it fails too: {describe(other)}")
+        elif other.failed_since(onset):  # principle 4: never "works" next to its own failures
+            out.append(f"{where} it fails now and then too: {describe(other)}")
         else:
             out.append(f"{where} the same request works: {describe(other)}")
     return out
@@ -669,12 +776,14 @@ def _unique(statuses: list[TargetStatus]) -> list[TargetStatus]:
 
 def backend_slow(p: Picture) -> list[Verdict]:
     """Ingress requests end in 504 (or no response in time) while every pod-IP and ClusterIP path works."""
+    # principle 3: only an ingress controller on this node has its legs (to the backends) observed here
     slow = [
-        s for s in p.unexplained_failing()
+        s
+        for s in p.unexplained_failing()
         if s.target.path is PathClass.INGRESS
-        and all(
-            r in SLOW_REASONS or (r is Reason.BAD_STATUS and _only_504(s)) for r in s.failure_reasons
-        )
+        and s.target.via is Via.INGRESS
+        and s.target.target_node == p.source_node
+        and all(r in SLOW_REASONS or (r is Reason.BAD_STATUS and _only_504(s)) for r in s.failure_reasons)
     ]
     if not slow:
         return []
@@ -684,7 +793,7 @@ def backend_slow(p: Picture) -> list[Verdict]:
         return []
     network = [s for s in p.statuses if s.target.path in (PathClass.POD_IP, PathClass.CLUSTER_IP)]
     onset = _onset(slow)
-    if not network or any(s.failing or _failed_since(s, onset) for s in network):
+    if not network or not all(s.works_since(onset) for s in network):
         return []  # network failures since the 504s began: the ingress is failing because of them
     evidence = [f"the ingress gives up: {describe(s)}" for s in slow]
     durations = [x.duration for s in slow for x in s.samples if not x.ok]
@@ -692,7 +801,7 @@ def backend_slow(p: Picture) -> list[Verdict]:
         evidence.append(
             f"failing requests end after {min(durations):.1f}–{max(durations):.1f} s: a timeout, not a drop"
         )
-    fine = [s for s in p.statuses if s.target.path is PathClass.INGRESS and s.ok]
+    fine = [s for s in p.statuses if s.target.path is PathClass.INGRESS and s.works_since(onset)]
     evidence += [f"other ingress routes work: {describe(s)}" for s in fine[:2]]
     evidence.append(f"every pod-IP and ClusterIP path works ({len(network)} targets), e.g. {describe(network[0])}")
     return [Verdict.of(Cause.BACKEND_SLOW, evidence, slow)]
@@ -703,14 +812,90 @@ def _only_504(status: TargetStatus) -> bool:
     return codes == {GATEWAY_TIMEOUT}
 
 
+def remote_ingress(p: Picture) -> list[Verdict]:
+    """Principle 3: an ingress controller on another node dials the backends from *that* node. Its failures
+    belong to that node's legs, not this one's; this node names no cause for them (its own legs work, or an
+    earlier rule would have explained them) and says where to look."""
+    remote = [
+        s
+        for s in p.unexplained_failing()
+        if s.target.path is PathClass.INGRESS and s.target.target_node not in ("", p.source_node)
+    ]
+    verdicts = []
+    for node in sorted({s.target.target_node for s in remote}):
+        on_node = [s for s in remote if s.target.target_node == node]
+        evidence = [f"through the ingress controller on {node}: {describe(s)}" for s in on_node]
+        codes = sorted({x.http_status for s in on_node for x in s.samples if not x.ok and x.http_status})
+        if codes:
+            evidence.append(
+                f"the controller on {node} answered (HTTP {', '.join(map(str, codes))}): this node's leg to it "
+                f"works; what fails is behind it, on {node}'s legs to the backends"
+            )
+        else:
+            evidence.append(f"no answer from the controller on {node}: this node's leg to it, or the controller")
+        evidence += _ruled_out(p, _onset(on_node))
+        evidence.append(
+            f"not named here: the legs from {node} to the backends are {node}'s — its own diagnosis "
+            f'(netpath_diagnosis{{source_node="{node}"}}) says which fails; a slow backend cannot be told '
+            "from here"
+        )
+        summary = f"Unknown: requests through the ingress controller on {node} fail; this node's own paths work"
+        verdicts.append(Verdict.of(Cause.UNKNOWN, evidence, on_node, summary=summary, peer_nodes=[node]))
+    return verdicts
+
+
+def _ruled_out(p: Picture, onset: float) -> list[str]:
+    """What works from here since the failures began, by path: what an unknown verdict has ruled out."""
+    out = []
+    for path in (PathClass.POD_IP, PathClass.CLUSTER_IP, PathClass.DNS):
+        working = [s for s in p.statuses if s.target.path is path and s.works_since(onset)]
+        if not working:
+            continue
+        nodes = sorted({s.target.target_node for s in working if s.target.target_node})
+        to = f" (to {', '.join(nodes)})" if nodes else ""
+        out.append(f"works from here: {len(working)} {path.value} targets{to}, e.g. {describe(working[0])}")
+    return out
+
+
+# Silence upstream: what a drop on this node's paths does to an ingress controller that dials them.
+UPSTREAM_SILENT = NO_ANSWER | {Reason.BAD_STATUS}
+
+
+def _upstream_silent(status: TargetStatus) -> bool:
+    return all(r in UPSTREAM_SILENT for r in status.failure_reasons) and (
+        Reason.BAD_STATUS not in status.failure_reasons or _only_504(status)
+    )
+
+
 RULES: tuple[Rule, ...] = (
     iptables_split,
     conntrack_full,
     overlay_down,
     mtu_blackhole,
+    dns_bad_answer,
     coredns_down,
+    backend_down,
     service_path,
     backend_slow,
+    remote_ingress,
+)
+
+# Causes whose verdict says a packet path on this node drops: an ingress on this node that gets silence from
+# its upstream (504, timeouts) follows from them.
+DROP_CAUSES = frozenset(
+    {
+        Cause.IPTABLES_SPLIT,
+        Cause.CONNTRACK_FULL,
+        Cause.OVERLAY_DOWN,
+        Cause.MTU_BLACKHOLE,
+        Cause.BRIDGE_NF_OFF,
+        Cause.CHECKSUM_OFFLOAD_RISK,
+        Cause.CONNTRACK_RACE,
+        Cause.DNS_SERVICE_PATH,
+        Cause.CLUSTERIP_NAT_BROKEN,
+        Cause.FORWARD_DROP,
+        Cause.SERVICE_PATH_BROKEN,
+    }
 )
 
 
@@ -721,8 +906,16 @@ def evaluate(picture: Picture) -> list[Verdict]:
         for verdict in rule(picture):
             verdicts.append(verdict)
             picture = replace(picture, explained=picture.explained | set(verdict.targets))
-    network = [v for v in verdicts if v.targets and v.cause is not Cause.BACKEND_SLOW]
-    ingress = [s for s in picture.unexplained_failing() if s.target.path is PathClass.INGRESS]
+    network = [v for v in verdicts if v.targets and v.cause in DROP_CAUSES]
+    # only an ingress that dials this node's paths (on this node, or where it runs is not known), and only
+    # silence from its upstream (a 502/503 is an answer, not a drop)
+    ingress = [
+        s
+        for s in picture.unexplained_failing()
+        if s.target.path is PathClass.INGRESS
+        and s.target.target_node in ("", picture.source_node)
+        and _upstream_silent(s)
+    ]
     if network and ingress:
         # an ingress dials the same broken paths: its failures follow from the cause already named
         first = network[0]
@@ -734,5 +927,13 @@ def evaluate(picture: Picture) -> list[Verdict]:
         picture = replace(picture, explained=picture.explained | {key(s.target) for s in ingress})
     left = picture.unexplained_failing()
     if left:
-        verdicts.append(Verdict.of(Cause.UNKNOWN, [describe(s) for s in left], left))
+        evidence = [describe(s) for s in left]
+        answered = [s for s in left if s.answered]
+        if answered:
+            evidence.append(
+                "answered (refused, an HTTP or DNS error): a packet got there and back, so no dropped-path cause: "
+                + ", ".join(s.target.name for s in answered)
+            )
+        evidence += _ruled_out(picture, _onset(left))
+        verdicts.append(Verdict.of(Cause.UNKNOWN, evidence, left))
     return verdicts

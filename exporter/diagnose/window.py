@@ -25,6 +25,23 @@ STALE_INTERVALS = 3  # a target not probed for this many intervals (plus its tim
 NO_ANSWER = frozenset(
     {Reason.TIMEOUT, Reason.CONNECT_TIMEOUT, Reason.UNREACHABLE, Reason.RESPONSE_TIMEOUT, Reason.BODY_TIMEOUT}
 )
+# Reasons that are an answer from the far end: a packet got there and something came back. A verdict about a
+# dropped path may not rest on these; a verdict about a dead or wrong server needs them (docs/diagnosis.md,
+# principle 1). HTTP statuses are answers from the HTTP server; what they say about *its* upstream is read
+# from the code (504: the upstream was silent or slow; 502/503: the upstream refused or has no endpoint).
+ANSWERS = frozenset(
+    {
+        Reason.REFUSED,
+        Reason.RESET,
+        Reason.BAD_STATUS,
+        Reason.NXDOMAIN,
+        Reason.SERVFAIL,
+        Reason.DNS_REFUSED,
+        Reason.DNS_ERROR,
+        Reason.NO_ANSWER,
+        Reason.WRONG_ANSWER,
+    }
+)
 
 
 class Health(StrEnum):
@@ -98,6 +115,18 @@ class TargetStatus:
     def no_answer(self) -> bool:
         """Every failure in the window was silence (timeouts, unreachable), not an answer."""
         return all(s.reason in NO_ANSWER for s in self.samples if not s.ok)
+
+    @property
+    def answered(self) -> bool:
+        """Every failure in the window was an answer (refused, an HTTP or DNS error, a wrong record)."""
+        return all(s.reason in ANSWERS for s in self.samples if not s.ok)
+
+    def failed_since(self, since: float) -> bool:
+        return any(not s.ok and s.at >= since for s in self.samples)
+
+    def works_since(self, since: float) -> bool:
+        """Probed, healthy, and no failure since ``since``: the strict contrast "this path works"."""
+        return self.health is Health.OK and bool(self.samples) and not self.failed_since(since)
 
     @property
     def syn_retransmits(self) -> int:
