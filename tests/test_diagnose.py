@@ -1000,3 +1000,65 @@ def test_one_failure_right_after_a_healed_fault_is_no_pattern_yet() -> None:
     assert node.causes() == []
     node.rounds(1, breaking(is_service)).facts(NODE_FACTS)
     assert node.causes() == [Cause.FORWARD_DROP]
+
+
+# --- evidence that names the rule: the probe's packet walked through the node's real rules ------------------------
+
+
+def lab_iptables(faults: dict[str, float | None], counters: dict[str, int] | None = None) -> IptablesFacts:
+    """The lab's own kube-proxy NAT and UFW-like filter rules (lab/kubeproxy.py, lab/firewall.py) as
+    `iptables-save -c` text, with `counters` (a rule's comment → packets) on the rules they name."""
+    from exporter.node.iptables import iptables_facts
+    from lab import firewall, kubeproxy, topology
+
+    topo = topology.build(3)
+    text = firewall.render_filter(topo, faults) + kubeproxy.render_nat(topo, faults)
+    lines = []
+    for line in text.splitlines():
+        packets = next((n for comment, n in (counters or {}).items() if comment in line), 0)
+        lines.append(f"[{packets}:{packets * 60}] {line}" if line.startswith("-A ") else line)
+    cips = [ClusterIPPort(FRONT_IP, 80, "tcp"), ClusterIPPort(DNS_IP, 53, "udp"), ClusterIPPort(DNS_IP, 53, "tcp")]
+    return iptables_facts("\n".join(lines) + "\n", cips)
+
+
+def test_a_forward_drop_names_the_rule_the_packet_meets_and_its_rising_counter() -> None:
+    fault = {"forward-drop-dnat": None}
+    node = Node().rounds(6).facts(replace(NODE_FACTS, iptables_nft=lab_iptables(fault, {"forward-drop-dnat": 10})))
+    node.rounds(2, breaking(is_service))
+    node.facts(replace(NODE_FACTS, iptables_nft=lab_iptables(fault, {"forward-drop-dnat": 16})))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.FORWARD_DROP]
+    evidence = "\n".join(verdicts[0].evidence)
+    assert "a tcp packet to 10.43.20.10:80 is DNATed to 10.42.1." in evidence
+    assert "is dropped by filter FORWARD #1 `-m conntrack --ctstate DNAT" in evidence
+    assert "its packet counter rose by 6 since the previous reading, while the probes failed" in evidence
+
+
+def test_intermittent_loss_names_the_rule_that_may_drop() -> None:
+    fault = {"intermittent-loss": 0.2}
+    node = Node().rounds(6).facts(replace(NODE_FACTS, iptables_nft=lab_iptables(fault, {"intermittent-loss": 3})))
+
+    def lossy(target: AnyTarget, round_: int) -> ProbeResult:
+        return silence(target) if is_service(target) and round_ % 2 == 0 else ok(target)
+
+    node.rounds(6, lossy).facts(replace(NODE_FACTS, iptables_nft=lab_iptables(fault, {"intermittent-loss": 9})))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.FORWARD_DROP]
+    assert any(
+        "may be dropped by filter FORWARD #1" in e and "statistic" in e and "rose by 6" in e
+        for e in verdicts[0].evidence
+    )
+
+
+def test_a_missing_nat_hook_is_shown_as_the_packet_meeting_no_dnat() -> None:
+    node = Node().rounds(6).rounds(2, breaking(is_service))
+    node.facts(replace(NODE_FACTS, iptables_nft=lab_iptables({"clusterip-nat": None})))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.CLUSTERIP_NAT_BROKEN]
+    assert any("meets no DNAT in nat PREROUTING" in e for e in verdicts[0].evidence)
+
+
+def test_no_forward_drop_when_the_walk_finds_nothing_on_this_node_that_drops() -> None:
+    # NAT in place, and the node's filter rules accept the DNATed packet: the loss is not here, no named cause
+    node = Node().rounds(6).rounds(2, breaking(is_service)).facts(replace(NODE_FACTS, iptables_nft=lab_iptables({})))
+    assert node.causes() == [Cause.UNKNOWN]

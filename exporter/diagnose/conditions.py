@@ -16,9 +16,19 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from urllib.parse import urlsplit
 
-from ..model import DNSTarget, PathClass, Perspective, Reason, Transport, Via
-from ..node.facts import BridgeNetfilterFacts, ConntrackFacts, OffloadFacts, OverlayFacts, RouteFacts, SysctlFacts
+from ..model import DNSTarget, HTTPTarget, PathClass, Perspective, Reason, TCPTarget, Transport, Via
+from ..node.facts import (
+    BridgeNetfilterFacts,
+    ConntrackFacts,
+    IptablesFacts,
+    OffloadFacts,
+    OverlayFacts,
+    RouteFacts,
+    SysctlFacts,
+)
+from . import netfilter
 from .picture import FactsView, Picture, conntrack_stat, csum_errors, describe, host_of, is_large, key, onset
 from .window import NO_ANSWER, Health, TargetStatus
 
@@ -439,6 +449,13 @@ def nat_rules_in_place(s: Scope) -> bool:
     return iptables_read(s) and not _nat_missing(s)
 
 
+def drop_rule_on_path(s: Scope) -> bool:
+    """facts: following a failing probe's packet through nat and filter meets a rule (or a DROP policy) that drops
+    or may drop it — or the rules were not kept with the facts, so the walk cannot be made"""
+    walks = _walks(s)
+    return not walks or any(w.drop or w.may_drop or w.policy_drop for _, _, w in walks)
+
+
 def facts_undecided(s: Scope) -> bool:
     """no facts for this node's namespace, facts read before the failures began, or iptables unreadable"""
     return bool(_undecided_why(s))
@@ -483,6 +500,7 @@ CONDITIONS: dict[str, Check] = {
         iptables_read,
         nat_hook_or_dnat_missing,
         nat_rules_in_place,
+        drop_rule_on_path,
         facts_undecided,
         local_ingress_clean_legs,
     )
@@ -660,6 +678,41 @@ def _undecided_why(s: Scope) -> str:
     if not p.facts.iptables():
         return "node facts: neither iptables backend could be read (CAP_NET_ADMIN?)"
     return ""
+
+
+def _packet(s: Scope, x: TargetStatus) -> netfilter.Packet | None:
+    t = x.target
+    if isinstance(t, TCPTarget | DNSTarget):
+        port = t.port
+    elif isinstance(t, HTTPTarget):
+        url = urlsplit(t.url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+    else:
+        return None
+    return netfilter.Packet(t.transport.value, host_of(t), port, s.picture.perspective)
+
+
+def _walks(s: Scope) -> list[tuple[str, netfilter.Packet, netfilter.Walk]]:
+    """The walk of each failing ClusterIP target's packet through each backend holding kube-proxy's rules."""
+    if s.facts is None:
+        return []
+    out = []
+    for backend, ipt in s.facts.kube_backends():
+        if not ipt.tables:
+            continue  # rules not kept with these facts (an older reader): nothing to walk
+        for x in s.candidates:
+            packet = _packet(s, x)
+            if packet is not None and x.target.path is PathClass.CLUSTER_IP:
+                out.append((backend, packet, netfilter.walk(ipt, packet)))
+    return out
+
+
+def _previous_iptables(s: Scope, backend: str) -> IptablesFacts | None:
+    previous = s.facts.previous if s.facts is not None else None
+    if previous is None:
+        return None
+    facts = previous.iptables_legacy if backend == "legacy" else previous.iptables_nft
+    return facts if isinstance(facts, IptablesFacts) else None
 
 
 def _network_targets(s: Scope) -> list[TargetStatus]:
@@ -883,6 +936,13 @@ def _ev_nat_in_place(s: Scope) -> list[str]:
     ]
 
 
+def _ev_packet_walk(s: Scope) -> list[str]:
+    out = []
+    for backend, packet, result in _walks(s):
+        out += netfilter.describe_walk(backend, packet, result, _previous_iptables(s, backend))
+    return list(dict.fromkeys(out))
+
+
 def _ev_undecided(s: Scope) -> list[str]:
     return [_undecided_why(s)]
 
@@ -961,6 +1021,7 @@ EVIDENCE: dict[str, Lines] = {
     "NAT missing": _ev_nat_missing,
     "NAT in place": _ev_nat_in_place,
     "why undecided": _ev_undecided,
+    "packet walk": _ev_packet_walk,
     "ingress timing": _ev_slow,
     "the remote controller": _ev_remote_ingress,
     "what works here": _ev_ruled_out,

@@ -192,15 +192,15 @@ RULES: tuple[Rule, ...] = (
         SERVICE_PATH,
         ("has_candidates", "node_view", "iptables_read", "nat_hook_or_dnat_missing"),
         fresh_facts=True,
-        evidence=(*VIA_SERVICE_EVIDENCE, "NAT missing"),
+        evidence=(*VIA_SERVICE_EVIDENCE, "NAT missing", "packet walk"),
     ),
     Rule(
         "6g",
         Cause.FORWARD_DROP,
         SERVICE_PATH,
-        ("has_candidates", "node_view", "nat_rules_in_place"),
+        ("has_candidates", "node_view", "nat_rules_in_place", "drop_rule_on_path"),
         fresh_facts=True,
-        evidence=(*VIA_SERVICE_EVIDENCE, "NAT in place"),
+        evidence=(*VIA_SERVICE_EVIDENCE, "NAT in place", "packet walk"),
     ),
     Rule(
         "6h",
