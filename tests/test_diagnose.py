@@ -1062,3 +1062,18 @@ def test_no_forward_drop_when_the_walk_finds_nothing_on_this_node_that_drops() -
     # NAT in place, and the node's filter rules accept the DNATed packet: the loss is not here, no named cause
     node = Node().rounds(6).rounds(2, breaking(is_service)).facts(replace(NODE_FACTS, iptables_nft=lab_iptables({})))
     assert node.causes() == [Cause.UNKNOWN]
+
+
+def test_a_service_failing_before_its_pods_were_probed_again_is_not_yet_a_service_path_verdict() -> None:
+    # found in the lab (overlay-down on node3): the ClusterIP failed twice before the pod probes ran again, and
+    # their clean past was read as "the backend answers directly": forward_drop for a moment, then overlay_down
+    node = Node().rounds(6).facts(NODE_FACTS)
+    svc = [t for t in node.targets if t.name == "svc-keybuzz-front"]
+    for _ in range(2):
+        node.clock.now += INTERVAL
+        for target in svc:
+            node.localizer.record(target, silence(target))
+    node.facts(NODE_FACTS)
+    assert node.causes() == [Cause.UNKNOWN]  # what fails, nothing named
+    node.rounds(1, breaking(lambda t: t.name == "svc-keybuzz-front")).facts(NODE_FACTS)
+    assert node.causes() == [Cause.FORWARD_DROP]  # the pods answered since: now it is the Service path

@@ -30,7 +30,7 @@ from ..node.facts import (
 )
 from . import netfilter
 from .picture import FactsView, Picture, conntrack_stat, csum_errors, describe, host_of, is_large, key, onset
-from .window import NO_ANSWER, Health, TargetStatus
+from .window import NO_ANSWER, RECENT_PROBES, Health, TargetStatus
 
 VXLAN_OVERHEAD = 50  # bytes a VXLAN-over-IPv4 packet adds; the overlay MTU must leave this much headroom
 CONNTRACK_FULL_RATIO = 0.9  # entries / limit at which new connections start to be early-dropped
@@ -130,8 +130,13 @@ def _silent_service_failing(s: Scope) -> list[TargetStatus]:
 
 
 def _service_path_candidates(s: Scope) -> list[TargetStatus]:
-    """Silent Service failures whose pods do not all fail when probed directly (else: not the Service path)."""
-    return [x for x in _silent_service_failing(s) if not s.picture.endpoints_all_failing(x)]
+    """Silent Service failures whose pods answer when probed directly since they began failing: the positive
+    evidence that the fault is on the Service path (else: not a Service-path verdict; principle 2)."""
+    return [
+        x
+        for x in _silent_service_failing(s)
+        if any(e.works_since(x.failing_since or 0.0) for e in s.picture.endpoints(x.target.service))
+    ]
 
 
 def _dns_via_service_candidates(s: Scope) -> list[TargetStatus]:
@@ -523,21 +528,22 @@ def upstream_silent(status: TargetStatus) -> bool:
 
 
 def _dns_answers_only(status: TargetStatus) -> bool:
-    reasons = status.failure_reasons
+    """The recent failures are all DNS answers (a query in flight while the server restarted may have timed out)."""
+    reasons = status.recent_failure_reasons
     return bool(reasons) and all(r in DNS_ANSWERS for r in reasons)
 
 
 def _backend_answers(status: TargetStatus) -> bool:
-    """Every failure an answer saying the application is not serving: refused, reset, or an HTTP 5xx (not 504)."""
-    for sample in status.samples:
-        if sample.ok:
-            continue
+    """The recent failures are all answers saying the application is not serving: refused, reset, or an HTTP 5xx
+    (not 504). Recent: a request in flight when the application stopped may have ended otherwise."""
+    recent = [sample for sample in status.samples[-RECENT_PROBES:] if not sample.ok]
+    for sample in recent:
         if sample.reason is Reason.BAD_STATUS:
             if sample.http_status not in BACKEND_DOWN_STATUSES:
                 return False
         elif sample.reason not in (Reason.REFUSED, Reason.RESET):
             return False
-    return status.failures > 0
+    return bool(recent)
 
 
 def _conntrack_fill(s: Scope) -> list[str]:

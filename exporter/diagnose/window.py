@@ -117,6 +117,12 @@ class TargetStatus:
         return all(s.reason in NO_ANSWER for s in self.samples if not s.ok)
 
     @property
+    def recent_failure_reasons(self) -> Counter[Reason]:
+        """Why the last RECENT_PROBES probes failed: what the target says *now* (a probe in flight when an app
+        was stopped, or a server restarted, may have ended otherwise)."""
+        return Counter(s.reason for s in self.samples[-RECENT_PROBES:] if not s.ok)
+
+    @property
     def answered(self) -> bool:
         """Every failure in the window was an answer (refused, an HTTP or DNS error, a wrong record)."""
         return all(s.reason in ANSWERS for s in self.samples if not s.ok)
@@ -125,8 +131,15 @@ class TargetStatus:
         return any(not s.ok and s.at >= since for s in self.samples)
 
     def works_since(self, since: float) -> bool:
-        """Probed, healthy, and no failure since ``since``: the strict contrast "this path works"."""
-        return self.health is Health.OK and bool(self.samples) and not self.failed_since(since)
+        """Healthy, probed successfully since ``since``, and no failure since: the strict contrast "this path
+        works". A contrast not yet probed since the failures began proves nothing (found in the lab: while a fault
+        set in, a Service target had failed twice before its pods' next probe, and their clean past was read as
+        "the pods answer")."""
+        return (
+            self.health is Health.OK
+            and any(s.ok and s.at >= since for s in self.samples)
+            and not self.failed_since(since)
+        )
 
     @property
     def syn_retransmits(self) -> int:
