@@ -1077,3 +1077,20 @@ def test_a_service_failing_before_its_pods_were_probed_again_is_not_yet_a_servic
     assert node.causes() == [Cause.UNKNOWN]  # what fails, nothing named
     node.rounds(1, breaking(lambda t: t.name == "svc-keybuzz-front")).facts(NODE_FACTS)
     assert node.causes() == [Cause.FORWARD_DROP]  # the pods answered since: now it is the Service path
+
+
+def test_coredns_silent_while_other_pods_on_its_node_start_failing_is_not_coredns_down() -> None:
+    # found in the lab (one-node layout, overlay-down on node3): CoreDNS's probes had failed twice, the /big probe
+    # to a pod on the same node not yet — for a moment that read as "other pods there answer": coredns_down
+    node = Node("node3").rounds(6).facts(NODE_FACTS)
+    to_node1 = [t for t in node.targets if t.target_node == "node1"]
+    late = [t for t in to_node1 if t.name.endswith("-big")]
+    for _ in range(2):
+        node.clock.now += INTERVAL
+        for target in to_node1:
+            node.localizer.record(target, ok(target) if target in late else silence(target))
+    node.clock.now += INTERVAL
+    for target in to_node1:
+        if target not in late:
+            node.localizer.record(target, silence(target))
+    assert Cause.COREDNS_DOWN not in node.causes()
