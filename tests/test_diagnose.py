@@ -1094,3 +1094,29 @@ def test_coredns_silent_while_other_pods_on_its_node_start_failing_is_not_coredn
         if target not in late:
             node.localizer.record(target, silence(target))
     assert Cause.COREDNS_DOWN not in node.causes()
+
+
+def test_a_healed_faults_answers_do_not_decide_the_next_fault() -> None:
+    # found in the lab: dns-down (CoreDNS refusing) healed, then overlay-down on this node: CoreDNS's window still
+    # held dns-down's `refused`, read as "nothing listens there": coredns_down for a moment
+    node = Node("node3").rounds(6).rounds(3, breaking(lambda t: isinstance(t, DNSTarget), refused)).rounds(4)
+    node.facts(NODE_FACTS)
+
+    def overlay_setting_in(target: AnyTarget, round_: int) -> ProbeResult:
+        late = target.name.startswith(("exporter", "keybuzz"))  # their probes fail one round later
+        return silence(target) if target.target_node == "node1" and not (late and round_ == 0) else ok(target)
+
+    node.rounds(2, overlay_setting_in)
+    assert Cause.COREDNS_DOWN not in node.causes()
+
+
+def test_tcp_dns_not_probed_since_udp_began_failing_is_no_contrast_for_the_race() -> None:
+    # found in the lab (dns-down, CoreDNS on this node): UDP via the Service had failed twice, TCP had not been
+    # probed since: its clean past was read as "TCP works" — conntrack_race for a moment
+    node = Node("node1").rounds(6).facts(NODE_FACTS)
+    udp = [t for t in node.targets if t.name == "kube-dns" and t.transport is Transport.UDP]
+    for _ in range(2):
+        node.clock.now += INTERVAL
+        for target in udp:
+            node.localizer.record(target, silence(target))
+    assert Cause.CONNTRACK_RACE not in node.causes()

@@ -181,7 +181,7 @@ def _stalled_large(s: Scope) -> list[TargetStatus]:
 
 
 def _stalls_where_small_passes(s: Scope, x: TargetStatus) -> bool:
-    return all(r in STALL_REASONS for r in x.failure_reasons) and bool(_small_same_pod_ok(s, x))
+    return all(r in STALL_REASONS for r in x.bout_failure_reasons) and bool(_small_same_pod_ok(s, x))
 
 
 def _small_same_pod_ok(s: Scope, x: TargetStatus) -> list[TargetStatus]:
@@ -253,7 +253,7 @@ def _local_ingress_slow(s: Scope) -> list[TargetStatus]:
         if x.target.path is PathClass.INGRESS
         and x.target.via is Via.INGRESS
         and x.target.target_node == s.picture.source_node
-        and all(r in SLOW_REASONS or (r is Reason.BAD_STATUS and _only_504(x)) for r in x.failure_reasons)
+        and all(r in SLOW_REASONS or (r is Reason.BAD_STATUS and _only_504(x)) for r in x.bout_failure_reasons)
     ]
 
 
@@ -362,7 +362,7 @@ def coredns_pods_all_fail(s: Scope) -> bool:
 
 def coredns_failures_not_dns_answers(s: Scope) -> bool:
     """none of those failures is a DNS answer"""
-    return not any(r in DNS_ANSWERS for x in s.candidates for r in x.failure_reasons)
+    return not any(r in DNS_ANSWERS for x in s.candidates for r in x.bout_failure_reasons)
 
 
 def coredns_dead_shown(s: Scope) -> bool:
@@ -403,9 +403,9 @@ def offload_corroborated(s: Scope) -> bool:
 
 
 def tcp_dns_via_service_clean(s: Scope) -> bool:
-    """TCP DNS to the same server via the Service has no failure since UDP began failing"""
+    """TCP DNS to the same server via the Service works since UDP began failing (probed, no failure)"""
     tcp = _tcp_dns_of(s)
-    return bool(tcp) and not any(x.failed_since(s.onset) or x.health is Health.PENDING for x in tcp)
+    return bool(tcp) and all(x.works_since(s.onset) for x in tcp)
 
 
 def cluster_ips_clean_since(s: Scope) -> bool:
@@ -414,8 +414,9 @@ def cluster_ips_clean_since(s: Scope) -> bool:
 
 
 def udp_dns_direct_not_failing(s: Scope) -> bool:
-    """UDP DNS straight to CoreDNS is not failing"""
-    return not any(e.failing for e in _direct_udp_of(s))
+    """UDP DNS straight to CoreDNS works since UDP via the Service began failing"""
+    direct = _direct_udp_of(s)
+    return bool(direct) and all(e.works_since(s.onset) for e in direct)
 
 
 def coredns_answers_directly(s: Scope) -> bool:
@@ -516,14 +517,15 @@ CONDITIONS: dict[str, Check] = {
 
 
 def _only_504(status: TargetStatus) -> bool:
-    codes = {x.http_status for x in status.samples if not x.ok and x.reason is Reason.BAD_STATUS}
+    since = status.failing_since or 0.0
+    codes = {x.http_status for x in status.samples if not x.ok and x.reason is Reason.BAD_STATUS and x.at >= since}
     return codes == {GATEWAY_TIMEOUT}
 
 
 def upstream_silent(status: TargetStatus) -> bool:
     """An ingress target whose upstream was silent: timeouts or 504 only."""
-    return all(r in UPSTREAM_SILENT for r in status.failure_reasons) and (
-        Reason.BAD_STATUS not in status.failure_reasons or _only_504(status)
+    return all(r in UPSTREAM_SILENT for r in status.bout_failure_reasons) and (
+        Reason.BAD_STATUS not in status.bout_failure_reasons or _only_504(status)
     )
 
 
@@ -574,7 +576,7 @@ def _mtu_gap(s: Scope) -> list[str]:
 
 
 def _coredns_refused(s: Scope) -> list[TargetStatus]:
-    return [x for x in s.candidates if Reason.REFUSED in x.failure_reasons]
+    return [x for x in s.candidates if Reason.REFUSED in x.bout_failure_reasons]
 
 
 def _coredns_node_peers_ok(s: Scope) -> list[TargetStatus]:

@@ -112,9 +112,19 @@ class TargetStatus:
         return Counter(s.reason for s in self.samples if not s.ok)
 
     @property
+    def bout_failure_reasons(self) -> Counter[Reason]:
+        """Why the probes of the current bout failed (since `failing_since`): an earlier, healed fault's failures
+        still in the window say nothing about this one (found in the lab: dns-down's `refused` kept in CoreDNS's
+        window made the next fault, overlay-down, look like a dead CoreDNS for a moment)."""
+        since = self.failing_since
+        if since is None:
+            return Counter()
+        return Counter(s.reason for s in self.samples if not s.ok and s.at >= since)
+
+    @property
     def no_answer(self) -> bool:
-        """Every failure in the window was silence (timeouts, unreachable), not an answer."""
-        return all(s.reason in NO_ANSWER for s in self.samples if not s.ok)
+        """Every failure of the current bout was silence (timeouts, unreachable), not an answer."""
+        return all(r in NO_ANSWER for r in self.bout_failure_reasons)
 
     @property
     def recent_failure_reasons(self) -> Counter[Reason]:
@@ -124,8 +134,8 @@ class TargetStatus:
 
     @property
     def answered(self) -> bool:
-        """Every failure in the window was an answer (refused, an HTTP or DNS error, a wrong record)."""
-        return all(s.reason in ANSWERS for s in self.samples if not s.ok)
+        """Every failure of the current bout was an answer (refused, an HTTP or DNS error, a wrong record)."""
+        return all(r in ANSWERS for r in self.bout_failure_reasons)
 
     def failed_since(self, since: float) -> bool:
         return any(not s.ok and s.at >= since for s in self.samples)
