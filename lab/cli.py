@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from . import cluster, scenarios
 from .netns import LabError
 from .state import topology_path
-from .topology import MAX_NODES
+from .topology import INGRESS_EVERY_NODE, INGRESS_LAYOUTS, MAX_NODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3, help=f"number of nodes, 1 to {MAX_NODES} (default 3)")
     up.add_argument("--mtu", type=int, default=1500, help="underlay MTU (default 1500; 1450 is Hetzner-like)")
     up.add_argument("--no-exporters", action="store_true", help="do not start the exporters")
+    up.add_argument(
+        "--ingress",
+        choices=INGRESS_LAYOUTS,
+        default=INGRESS_EVERY_NODE,
+        help="the ingress controller on every node (default) or on node1 only, reached from every node",
+    )
     sub.add_parser("down", help="remove everything the lab created (also after a crashed up)")
     sub.add_parser("status", help="namespaces, pods, Services, processes and active faults")
     sub.add_parser("scenarios", help="list the fault scenarios")
@@ -39,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "up":
-            topo = cluster.up(args.nodes, args.mtu, with_exporters=not args.no_exporters)
+            topo = cluster.up(args.nodes, args.mtu, with_exporters=not args.no_exporters, ingress=args.ingress)
             print(f"lab up: {len(topo.nodes)} nodes, {len(topo.pods)} pods; topology in {topology_path()}")
         elif args.command == "down":
             removed = cluster.down()

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import exporters, firewall, kubeproxy, netns, network, workloads
 from .netns import LabError
 from .state import LabState, state_dir, topology_path
-from .topology import EXPORTER, Node, Topology, build
+from .topology import EXPORTER, INGRESS_EVERY_NODE, Node, Topology, build
 
 
 def apply_rules(topo: Topology, node: Node, faults: dict[str, float | None]) -> None:
@@ -56,8 +56,8 @@ def load_topology() -> Topology:
     return Topology.load(path)
 
 
-def up(nodes: int = 3, mtu: int = 1500, *, with_exporters: bool = True) -> Topology:
-    topo = build(nodes, mtu, str(state_dir()))  # bad --nodes/--mtu are reported before anything else
+def up(nodes: int = 3, mtu: int = 1500, *, with_exporters: bool = True, ingress: str = INGRESS_EVERY_NODE) -> Topology:
+    topo = build(nodes, mtu, str(state_dir()), ingress)  # bad --nodes/--mtu/--ingress are reported before anything else
     leftovers = netns.lab_namespaces()
     if leftovers or topology_path().exists():
         raise LabError(

@@ -108,22 +108,24 @@ def config_for(topo: Topology, node: str) -> dict[str, Any]:
                 "expect": [front.cluster_ip],
             }
         )
-    ingress = topo.pod_on(INGRESS, node)
+    # the controller on this node (every-node layout), else the one every node reaches (one-node layout)
+    controllers = [p for p in topo.pods_of(INGRESS) if p.node == node] or topo.pods_of(INGRESS)
     ingress_svc = topo.service("ingress-nginx-controller")
-    for suffix, url_path in (("", "/"), ("-slow", "/slow")):
-        targets.append(
-            {
-                "name": f"ingress-{node}{suffix}",
-                "kind": "http",
-                "path": "ingress",
-                "target_node": node,
-                "service": ingress_svc.key,
-                "url": f"http://{ingress.ip}{url_path}",
-                "host": topo.ingress_host,
-                "expect_status": [200],
-                "timeout": INGRESS_TIMEOUT,
-            }
-        )
+    for ingress in controllers:
+        for suffix, url_path in (("", "/"), ("-slow", "/slow")):
+            targets.append(
+                {
+                    "name": f"ingress-{ingress.node}{suffix}",
+                    "kind": "http",
+                    "path": "ingress",
+                    "target_node": ingress.node,
+                    "service": ingress_svc.key,
+                    "url": f"http://{ingress.ip}{url_path}",
+                    "host": topo.ingress_host,
+                    "expect_status": [200],
+                    "timeout": INGRESS_TIMEOUT,
+                }
+            )
     return {
         "source_node": node,
         "listen": f"{me.ip}:{me.ports['metrics']}",

@@ -14,7 +14,7 @@ from . import netns, network, workloads
 from .cluster import apply_rules
 from .netns import LabError
 from .state import LabState
-from .topology import COREDNS, Node, Topology
+from .topology import COREDNS, FRONT, Node, Topology
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,19 @@ SCENARIOS: dict[str, Scenario] = {
             "node X: bridge-nf-call-iptables=0, so a ClusterIP answered by a pod on the same node fails",
             True,
             kind="bridge-nf-off",
+        ),
+        Scenario(
+            "backend-down",
+            "every keybuzz-front replica is stopped: its port refuses, directly and through the Service; 502 at "
+            "the ingress",
+            False,
+            kind="backend-down",
+        ),
+        Scenario(
+            "dns-wrong-answer",
+            "CoreDNS (dnsmasq) answers keybuzz-front's name with an address nothing serves (a stale record)",
+            False,
+            kind="dns-wrong-answer",
         ),
         Scenario(
             "backend-slow",
@@ -176,6 +189,26 @@ def _dns_up(topo: Topology, state: LabState, nodes: list[Node]) -> None:
         workloads.start_coredns(topo, state)
 
 
+def _front_down(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    workloads.stop_front(topo, state)
+
+
+def _front_up(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    if not all(f"httpapp/{p.name}" in state.processes for p in topo.pods_of(FRONT)):
+        workloads.stop_front(topo, state)
+        workloads.start_front(topo, state)
+
+
+def _dns_wrong(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    workloads.stop_coredns(topo, state)
+    workloads.start_coredns(topo, state, wrong=True)
+
+
+def _dns_right(topo: Topology, state: LabState, nodes: list[Node]) -> None:
+    workloads.stop_coredns(topo, state)
+    workloads.start_coredns(topo, state)
+
+
 def _slow_front(topo: Topology, state: LabState, nodes: list[Node]) -> None:
     # The replicas read the file on every /slow request: no restart, so pod-IP probes never see the app go
     # away and the only symptom is the one real slow backends give — 504s at the ingress.
@@ -193,6 +226,8 @@ _BREAK: dict[str, Action] = {
     "bridge-nf-off": _bridge_nf(0),
     "dns-down": _dns_down,
     "backend-slow": _slow_front,
+    "backend-down": _front_down,
+    "dns-wrong-answer": _dns_wrong,
 }
 _HEAL: dict[str, Action] = {
     "rules": _reapply,
@@ -201,4 +236,6 @@ _HEAL: dict[str, Action] = {
     "bridge-nf-off": _bridge_nf(1),
     "dns-down": _dns_up,
     "backend-slow": _fast_front,
+    "backend-down": _front_up,
+    "dns-wrong-answer": _dns_right,
 }

@@ -25,6 +25,11 @@ VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 EXPORTER_PORT = 10047
 APP_PORT = 8080
 INGRESS_HOST = "platform.keybuzz.io"
+# Where the ingress controller runs: on every node (a DaemonSet, the lab's first layout) or on node1 only,
+# reached from every node (K3s' default: one Traefik replica behind ServiceLB) — the reported cluster's layout.
+INGRESS_EVERY_NODE = "every-node"
+INGRESS_ONE_NODE = "one-node"
+INGRESS_LAYOUTS = (INGRESS_EVERY_NODE, INGRESS_ONE_NODE)
 UNDERLAY_NS = f"{PREFIX}ul"
 UNDERLAY_BRIDGE = "br0"
 
@@ -102,6 +107,7 @@ class Topology:
     ingress_host: str = INGRESS_HOST
     state_dir: str = ""
     exporters: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> {pod, netns, metrics, config}
+    ingress_layout: str = INGRESS_EVERY_NODE
 
     # --- lookups ---------------------------------------------------------------------------------------------
 
@@ -170,8 +176,10 @@ INGRESS = "ingress-nginx"
 EXPORTER = "netpath-exporter"
 
 
-def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "") -> Topology:
-    """The lab for ``nodes`` nodes on an underlay of MTU ``mtu``."""
+def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = INGRESS_EVERY_NODE) -> Topology:
+    """The lab for ``nodes`` nodes on an underlay of MTU ``mtu``, the ingress controller placed per ``ingress``."""
+    if ingress not in INGRESS_LAYOUTS:
+        raise ValueError(f"--ingress: expected one of {', '.join(INGRESS_LAYOUTS)}, got {ingress!r}")
     if not 1 <= nodes <= MAX_NODES:
         raise ValueError(f"--nodes: expected 1 to {MAX_NODES}, got {nodes}")
     if not 1280 <= mtu <= 9000:
@@ -214,7 +222,7 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "") -> Topology:
     # controller and an exporter on every node (DaemonSets).
     for n in node_list:
         add(f"netpath-exporter-{n.name}", "netpath", EXPORTER, n, "exporter", {"metrics": EXPORTER_PORT})
-    for n in node_list:
+    for n in node_list if ingress == INGRESS_EVERY_NODE else node_list[:1]:
         add(f"ingress-nginx-controller-{n.name}", "ingress-nginx", INGRESS, n, "ingress", {"http": 80})
     add("coredns-0", "kube-system", COREDNS, node_list[0], "coredns", {"dns": 53, "dns-tcp": 53})
     front_nodes = [node_list[0], node_list[1 if nodes > 1 else 0]]
@@ -258,4 +266,5 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "") -> Topology:
         underlay_mtu=mtu,
         overlay_mtu=mtu - VXLAN_OVERHEAD,
         state_dir=state_dir,
+        ingress_layout=ingress,
     )

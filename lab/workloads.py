@@ -82,7 +82,11 @@ def _tail(path: str, lines: int = 15) -> str:
 # --- CoreDNS stand-in ------------------------------------------------------------------------------------
 
 
-def dnsmasq_conf(topo: Topology, pod: Pod) -> str:
+# dns-wrong-answer: CoreDNS answers the app's name with an address nothing serves (a stale record)
+WRONG_FRONT_IP = "10.43.99.99"
+
+
+def dnsmasq_conf(topo: Topology, pod: Pod, wrong: bool = False) -> str:
     lines = [
         "no-resolv",  # no upstream: cluster names only, like CoreDNS with its forwarder unreachable
         "no-hosts",
@@ -93,14 +97,17 @@ def dnsmasq_conf(topo: Topology, pod: Pod) -> str:
         f"pid-file={state_dir() / 'dnsmasq.pid'}",
         "user=root",
     ]
-    lines += [f"host-record={s.dns_name},{s.cluster_ip}" for s in topo.services]
+    lines += [
+        f"host-record={s.dns_name},{WRONG_FRONT_IP if wrong and s.name == FRONT else s.cluster_ip}"
+        for s in topo.services
+    ]
     return "\n".join(lines) + "\n"
 
 
-def start_coredns(topo: Topology, state: LabState) -> None:
+def start_coredns(topo: Topology, state: LabState, wrong: bool = False) -> None:
     for pod in topo.pods_of(COREDNS):
         conf = state_dir() / f"dnsmasq-{pod.name}.conf"
-        conf.write_text(dnsmasq_conf(topo, pod))
+        conf.write_text(dnsmasq_conf(topo, pod, wrong))
         argv = [DNSMASQ, "--keep-in-foreground", f"--conf-file={conf}"]
         proc = start(state, f"dnsmasq/{pod.name}", pod, argv, None)
         wait_listening(proc, pod, 53, "u")

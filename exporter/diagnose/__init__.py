@@ -8,8 +8,9 @@ rule table (documented in docs/diagnosis.md); :class:`DiagnosisMetrics` exports 
 from .causes import CAUSES, Cause
 from .localizer import Diagnosis, Localizer
 from .metrics import DiagnosisMetrics
+from .picture import FactsView, Picture, Verdict
 from .report import render_report
-from .rules import FactsView, Picture, Verdict, evaluate
+from .rules import evaluate
 
 __all__ = [
     "CAUSES",

@@ -20,6 +20,8 @@ class Cause(StrEnum):
     CONNTRACK_FULL = "conntrack_full"
     DNS_SERVICE_PATH = "dns_service_path"
     COREDNS_DOWN = "coredns_down"
+    DNS_BAD_ANSWER = "dns_bad_answer"
+    BACKEND_DOWN = "backend_down"
     BACKEND_SLOW = "backend_slow"
     IPTABLES_SPLIT = "iptables_split"
     CHECKSUM_OFFLOAD_RISK = "checksum_offload_risk"
@@ -54,7 +56,7 @@ CAUSES: dict[Cause, CauseInfo] = {
             "Look for '[UFW BLOCK] IN=cni0' or 'IN=flannel.1' lines in the kernel log (journalctl -k).",
             "Fix: allow forwarded pod and Service traffic before the drop, e.g. `ufw route allow from "
             "10.42.0.0/16` and `ufw route allow to 10.42.0.0/16` (and 10.43.0.0/16), or "
-            "DEFAULT_FORWARD_POLICY=\"ACCEPT\" in /etc/default/ufw; then `ufw reload`.",
+            'DEFAULT_FORWARD_POLICY="ACCEPT" in /etc/default/ufw; then `ufw reload`.',
         ),
     ),
     Cause.SERVICE_PATH_BROKEN: CauseInfo(
@@ -133,6 +135,29 @@ CAUSES: dict[Cause, CauseInfo] = {
             "`kubectl -n kube-system get pods -l k8s-app=kube-dns -o wide` and the CoreDNS logs.",
             "Queries straight to the CoreDNS pods fail too, so this is CoreDNS (or every path to it), not the "
             "Service NAT. Check the pods' readiness, their node, and the Corefile (loop / forward plugin).",
+        ),
+    ),
+    Cause.DNS_BAD_ANSWER: CauseInfo(
+        "CoreDNS answers, but with an error or the wrong record",
+        (
+            "The queries reach CoreDNS and come back: the network is not at fault. Ask a CoreDNS pod directly: "
+            "`dig @<coredns pod IP> <name>` — SERVFAIL/REFUSED point at the server (its forwarder, its "
+            "kubernetes plugin's access to the API server), a wrong address at its data (stale records, a "
+            "`hosts`/`rewrite` block, a Service recreated with a new ClusterIP while a cache holds the old one).",
+            "`kubectl -n kube-system logs -l k8s-app=kube-dns` and the Corefile (`kubectl -n kube-system get "
+            "configmap coredns -o yaml`).",
+            "Fix the Corefile or the records, then `kubectl -n kube-system rollout restart deployment coredns`.",
+        ),
+    ),
+    Cause.BACKEND_DOWN: CauseInfo(
+        "Backend down or not ready: its pods refuse or answer 5xx",
+        (
+            "Refused and 5xx are answers: the network delivered the request. Look at the application: "
+            "`kubectl get pods -o wide -l <selector>` (Running? Ready? restarting?), `kubectl describe pod` "
+            "(readiness probe failures), `kubectl logs --previous`.",
+            "`kubectl get endpointslices -l kubernetes.io/service-name=<svc>`: no ready endpoints makes "
+            "kube-proxy reject connections to the ClusterIP, which the ingress reports as 502/503.",
+            "Fix the application (or roll back its last deployment); the ingress recovers by itself.",
         ),
     ),
     Cause.BACKEND_SLOW: CauseInfo(

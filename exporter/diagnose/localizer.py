@@ -16,7 +16,8 @@ from typing import Any
 from ..model import AnyTarget, Perspective, ProbeResult, TargetKey
 from ..node.facts import NodeFacts
 from .causes import Cause
-from .rules import FactsView, Picture, Verdict, evaluate, key
+from .picture import FactsView, Picture, Verdict, key
+from .rules import evaluate
 from .window import Sample, TargetStatus, TargetWindow
 
 

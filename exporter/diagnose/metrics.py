@@ -1,6 +1,6 @@
 """``netpath_diagnosis{source_node, cause}``: 1 while the localizer holds a verdict for the cause, else 0.
 
-Rendered for every cause, held or not (a closed set: 14 series per exporter), so an alert can say
+Rendered for every cause, held or not (a closed set: one series per cause per exporter), so an alert can say
 ``netpath_diagnosis == 1`` and a dashboard can show a cause going back to 0. The diagnosis is computed at
 scrape time from the probe windows, so the gauge is as fresh as the last probe results.
 """

@@ -31,7 +31,7 @@ def _line(record: dict[str, Any], mark: str) -> str:
         status = f" (HTTP {record['last_http_status']})" if record.get("last_http_status") else ""
         outcome = f"{reasons}{status} in {record['probes']} probes"
         if record["health"] == "ok":
-            outcome += ", recovered"
+            outcome += f", the last one {record['last_reason']}" if record["last_reason"] != "ok" else ", passing now"
     if record["syn_retransmits"]:
         outcome += f", {record['syn_retransmits']} SYN retransmits"
     seen_from = " [from node]" if record.get("from") == "node" else ""
@@ -49,7 +49,10 @@ def render_report(doc: dict[str, Any]) -> str:
         scope = "the node's namespace" if facts["node_view"] else "a namespace without the overlay (a pod's?)"
         lines.append(f"  node facts: read {age:.0f} s ago from {scope}")
     targets = doc["targets"]
-    working = [t for t in targets if t["health"] == "ok"]
+    # "works" means no failure in the window at all: a path that failed a moment ago is never listed as
+    # working (docs/diagnosis.md, principle 4); one passing again after failures is listed on its own
+    working = [t for t in targets if t["health"] == "ok" and t["failures"] == 0]
+    passing_again = [t for t in targets if t["health"] == "ok" and t["failures"] > 0]
     failing = [t for t in targets if t["health"] in ("down", "flaky")]
     pending = [t for t in targets if t["health"] == "pending"]
     lines.append("")
@@ -58,6 +61,12 @@ def render_report(doc: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"What doesn't ({len(failing)}):")
     lines += [_line(t, "❌" if t["health"] == "down" else "⚠️") for t in failing] or ["  (nothing)"]
+    if passing_again:
+        lines.append("")
+        lines.append(
+            f"Failed recently, not failing by the window's rule (one failure, or passing again) ({len(passing_again)}):"
+        )
+        lines += [_line(t, "⚠️") for t in passing_again]
     if pending:
         lines.append("")
         lines.append(f"Not enough probes yet ({len(pending)}): " + ", ".join(t["name"] for t in pending))

@@ -25,6 +25,23 @@ STALE_INTERVALS = 3  # a target not probed for this many intervals (plus its tim
 NO_ANSWER = frozenset(
     {Reason.TIMEOUT, Reason.CONNECT_TIMEOUT, Reason.UNREACHABLE, Reason.RESPONSE_TIMEOUT, Reason.BODY_TIMEOUT}
 )
+# Reasons that are an answer from the far end: a packet got there and something came back. A verdict about a
+# dropped path may not rest on these; a verdict about a dead or wrong server needs them (docs/diagnosis.md,
+# principle 1). HTTP statuses are answers from the HTTP server; what they say about *its* upstream is read
+# from the code (504: the upstream was silent or slow; 502/503: the upstream refused or has no endpoint).
+ANSWERS = frozenset(
+    {
+        Reason.REFUSED,
+        Reason.RESET,
+        Reason.BAD_STATUS,
+        Reason.NXDOMAIN,
+        Reason.SERVFAIL,
+        Reason.DNS_REFUSED,
+        Reason.DNS_ERROR,
+        Reason.NO_ANSWER,
+        Reason.WRONG_ANSWER,
+    }
+)
 
 
 class Health(StrEnum):
@@ -95,9 +112,44 @@ class TargetStatus:
         return Counter(s.reason for s in self.samples if not s.ok)
 
     @property
+    def bout_failure_reasons(self) -> Counter[Reason]:
+        """Why the probes of the current bout failed (since `failing_since`): an earlier, healed fault's failures
+        still in the window say nothing about this one (found in the lab: dns-down's `refused` kept in CoreDNS's
+        window made the next fault, overlay-down, look like a dead CoreDNS for a moment)."""
+        since = self.failing_since
+        if since is None:
+            return Counter()
+        return Counter(s.reason for s in self.samples if not s.ok and s.at >= since)
+
+    @property
     def no_answer(self) -> bool:
-        """Every failure in the window was silence (timeouts, unreachable), not an answer."""
-        return all(s.reason in NO_ANSWER for s in self.samples if not s.ok)
+        """Every failure of the current bout was silence (timeouts, unreachable), not an answer."""
+        return all(r in NO_ANSWER for r in self.bout_failure_reasons)
+
+    @property
+    def recent_failure_reasons(self) -> Counter[Reason]:
+        """Why the last RECENT_PROBES probes failed: what the target says *now* (a probe in flight when an app
+        was stopped, or a server restarted, may have ended otherwise)."""
+        return Counter(s.reason for s in self.samples[-RECENT_PROBES:] if not s.ok)
+
+    @property
+    def answered(self) -> bool:
+        """Every failure of the current bout was an answer (refused, an HTTP or DNS error, a wrong record)."""
+        return all(r in ANSWERS for r in self.bout_failure_reasons)
+
+    def failed_since(self, since: float) -> bool:
+        return any(not s.ok and s.at >= since for s in self.samples)
+
+    def works_since(self, since: float) -> bool:
+        """Healthy, probed successfully since ``since``, and no failure since: the strict contrast "this path
+        works". A contrast not yet probed since the failures began proves nothing (found in the lab: while a fault
+        set in, a Service target had failed twice before its pods' next probe, and their clean past was read as
+        "the pods answer")."""
+        return (
+            self.health is Health.OK
+            and any(s.ok and s.at >= since for s in self.samples)
+            and not self.failed_since(since)
+        )
 
     @property
     def syn_retransmits(self) -> int:
@@ -136,12 +188,27 @@ def classify(samples: tuple[Sample, ...]) -> Health:
     if streak >= DOWN_STREAK:
         return Health.DOWN
     recent = samples[-RECENT_PROBES:]
-    if any(not s.ok for s in recent) and sum(not s.ok for s in samples) >= FLAKY_MIN_FAILURES:
+    if any(not s.ok for s in recent) and _bout_failures(samples) >= FLAKY_MIN_FAILURES:
         return Health.FLAKY
     if streak == 0:
         return Health.OK
     # one failure after a clean run: not a diagnosis yet, not healthy either
     return Health.PENDING if len(samples) < DOWN_STREAK else Health.OK
+
+
+def _bout_failures(samples: tuple[Sample, ...]) -> int:
+    """Failures in the current bout: since the last clean run of RECENT_PROBES successes. Failures of an earlier,
+    healed fault still in the window must not make one new failure look like a pattern (found in the lab: one
+    lost probe right after a healed fault was called flaky at once, before its contrasts had been probed)."""
+    count = 0
+    clean_run = 0
+    for sample in samples:
+        if sample.ok:
+            clean_run += 1
+            continue
+        count = 1 if clean_run >= RECENT_PROBES else count + 1
+        clean_run = 0
+    return count
 
 
 class TargetWindow:

@@ -146,6 +146,21 @@ class ClusterIPPort:
 
 
 @dataclass(frozen=True)
+class IptablesRule:
+    """One `-A` line of `iptables-save -c`: its chain, options, and packet counter (None without -c)."""
+
+    chain: str
+    options: Mapping[str, str]  # option → value, for options not preceded by "!"
+    negated: frozenset[str] = frozenset()  # options preceded by "!"
+    text: str = ""  # the rule as saved, without its counters: what evidence quotes
+    packets: int | None = None
+
+    @property
+    def target(self) -> str:
+        return self.options.get("-j") or self.options.get("-g") or ""
+
+
+@dataclass(frozen=True)
 class IptablesFacts:
     """What one iptables backend (legacy or nft) holds."""
 
@@ -154,6 +169,10 @@ class IptablesFacts:
     ufw_chains: int  # chains named ufw-*/ufw6-*
     nat_hook: Mapping[str, bool]  # "PREROUTING"/"OUTPUT" → jumps to KUBE-SERVICES in the nat table
     dnat: Mapping[ClusterIPPort, bool]  # probed ClusterIP:port → a KUBE-SERVICES path ends in DNAT
+    # the parsed tables (table → chain → rules in order) and the built-in chains' policies ("filter/FORWARD" →
+    # "DROP"), for following a probe's packet through them (exporter/diagnose/netfilter.py)
+    tables: Mapping[str, Mapping[str, tuple[IptablesRule, ...]]] = field(default_factory=dict, compare=False)
+    policies: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 Fact = (

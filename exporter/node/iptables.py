@@ -1,4 +1,5 @@
-"""iptables state from `iptables-{legacy,nft}-save` output: rule counts, the ClusterIP NAT hook, DNAT paths.
+"""iptables state from `iptables-{legacy,nft}-save -c` output: rule counts, the ClusterIP NAT hook, DNAT paths,
+and the rules themselves with their packet counters (for following a probe's packet through them).
 
 The save format is the stable, documented interface of both backends (the same text whichever kernel API is
 behind it), so both are read the same way; running the binaries needs CAP_NET_ADMIN, and a backend that cannot
@@ -8,31 +9,27 @@ be read is reported unavailable by the caller.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
-from .facts import ClusterIPPort, IptablesFacts
+from .facts import ClusterIPPort, IptablesFacts, IptablesRule
 
 NAT_HOOK_CHAINS = ("PREROUTING", "OUTPUT")
 SERVICES_CHAIN = "KUBE-SERVICES"
 _MAX_JUMP_DEPTH = 8  # KUBE-SERVICES → KUBE-SVC/KUBE-EXT → KUBE-SEP → DNAT is 3; more is a loop or not ours
 
 
-@dataclass(frozen=True)
-class Rule:
-    chain: str
-    options: Mapping[str, str]  # option → value, for options not preceded by "!"
-    negated: frozenset[str] = frozenset()  # options preceded by "!"
-
-    @property
-    def target(self) -> str:
-        return self.options.get("-j") or self.options.get("-g") or ""
+Rule = IptablesRule
+_COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s+")  # `iptables-save -c` puts [packets:bytes] before each rule
 
 
 @dataclass
 class Table:
     chains: dict[str, list[Rule]] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)  # built-in chain → ACCEPT/DROP
 
 
 def parse_save(text: str) -> dict[str, Table]:
@@ -48,15 +45,22 @@ def parse_save(text: str) -> dict[str, Table]:
         elif table is None:
             continue  # rules outside a table: not save format, ignore rather than guess
         elif line.startswith(":"):
-            table.chains.setdefault(line[1:].split()[0], [])
-        elif line.startswith("-A "):
-            rule = _parse_rule(line)
-            if rule is not None:
-                table.chains.setdefault(rule.chain, []).append(rule)
+            name, *rest = line[1:].split()
+            table.chains.setdefault(name, [])
+            if rest and rest[0] != "-":
+                table.policies[name] = rest[0]
+        else:
+            counters = _COUNTERS.match(line)
+            packets = int(counters.group(1)) if counters else None
+            line = line[counters.end() :] if counters else line
+            if line.startswith("-A "):
+                rule = _parse_rule(line, packets)
+                if rule is not None:
+                    table.chains.setdefault(rule.chain, []).append(rule)
     return tables
 
 
-def _parse_rule(line: str) -> Rule | None:
+def _parse_rule(line: str, packets: int | None = None) -> Rule | None:
     try:
         tokens = shlex.split(line)
     except ValueError:  # unbalanced quotes in a comment: count the rule, match nothing in it
@@ -80,7 +84,7 @@ def _parse_rule(line: str) -> Rule | None:
             negate = False
             i += 1 if value else 0
         i += 1
-    return Rule(chain=tokens[1], options=options, negated=frozenset(negated))
+    return Rule(chain=tokens[1], options=options, negated=frozenset(negated), text=line, packets=packets)
 
 
 def iptables_facts(text: str, cluster_ips: Iterable[ClusterIPPort]) -> IptablesFacts:
@@ -93,6 +97,15 @@ def iptables_facts(text: str, cluster_ips: Iterable[ClusterIPPort]) -> IptablesF
         ufw_chains=sum(1 for name in chains if name.startswith(("ufw-", "ufw6-"))),
         nat_hook={hook: any(r.target == SERVICES_CHAIN for r in nat.get(hook, [])) for hook in NAT_HOOK_CHAINS},
         dnat={cip: has_dnat_path(nat, cip) for cip in sorted(set(cluster_ips))},
+        tables=MappingProxyType(
+            {
+                name: MappingProxyType({chain: tuple(rules) for chain, rules in table.chains.items()})
+                for name, table in tables.items()
+            }
+        ),
+        policies=MappingProxyType(
+            {f"{name}/{chain}": policy for name, table in tables.items() for chain, policy in table.policies.items()}
+        ),
     )
 
 

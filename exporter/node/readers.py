@@ -310,7 +310,13 @@ def read_iptables(source: Source, cluster_ips: Iterable[ClusterIPPort], timeout:
         return Unavailable(f"{binary} not installed")
     try:
         done = subprocess.run(
-            [path], capture_output=True, text=True, timeout=timeout, env={**os.environ, "LC_ALL": "C"}, check=False
+            # -c: the packet counters, so a rule that drops while probes fail can be named (diagnose/netfilter.py)
+            [path, "-c"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "LC_ALL": "C"},
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return Unavailable(f"{binary} timed out after {timeout:g} s")

@@ -56,7 +56,8 @@ def test_offload_state_is_what_ethtool_reports(lab: Topology) -> None:
     facts = read_node_facts([], netns=lab.node("node2").netns)
     assert isinstance(facts.offload, OffloadFacts)
     line = next(
-        ln for ln in in_node(lab, "node2", "ethtool", "-k", "flannel.1").splitlines()
+        ln
+        for ln in in_node(lab, "node2", "ethtool", "-k", "flannel.1").splitlines()
         if ln.strip().startswith("tx-checksum-ip-generic:")
     )
     assert facts.offload.tx_checksum_ip_generic["flannel.1"] is (line.split(":")[1].split()[0] == "on")
@@ -98,8 +99,60 @@ def test_without_privileges_the_iptables_sources_are_unavailable_not_healthy(lab
     )
     # the lab node's namespace, entered as root by `ip netns exec`, then privileges dropped to nobody
     out = subprocess.run(
-        ["ip", "netns", "exec", lab.node("node1").netns, "setpriv", "--reuid=65534", "--regid=65534",
-         "--clear-groups", "--inh-caps=-all", sys.executable, "-c", code],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.node("node1").netns,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert out.split() == ["Unavailable", "Unavailable"]
+
+
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5)
+except OSError:
+    pass
+"""
+
+
+def test_the_packet_walk_names_the_forward_drop_rule_and_its_counter_rises(lab: Topology) -> None:
+    """The real `iptables-save -c` of a node with forward-drop-dnat: a ClusterIP packet from a pod on that node is
+    DNATed to the app's pods, then dropped by the fault's FORWARD rule, whose counter rises with every connect."""
+    from exporter.diagnose import netfilter
+    from exporter.model import Perspective
+
+    target = front_clusterip(lab)
+    client = lab.pod_on("netpath-exporter", "node2")
+    scenarios.break_(lab, "forward-drop-dnat", "node2")
+    try:
+        before = read_node_facts([target], netns=lab.node("node2").netns)
+        for _ in range(3):  # bounded: 3 connects of at most 0.5 s each, from the pod's namespace
+            netns.ns_exec(client.netns, [sys.executable, "-c", CONNECT, target.ip, str(target.port)], check=False)
+        after = read_node_facts([target], netns=lab.node("node2").netns)
+    finally:
+        scenarios.heal(lab, "forward-drop-dnat")
+    assert isinstance(before.iptables_nft, IptablesFacts) and isinstance(after.iptables_nft, IptablesFacts)
+    packet = netfilter.Packet("tcp", target.ip, target.port, Perspective.POD)
+    result = netfilter.walk(after.iptables_nft, packet)
+    front = {
+        f"{e.ip}:{lab.service('keybuzz-front').ports[0].target_port}" for e in lab.service("keybuzz-front").endpoints
+    }
+    assert set(result.dnat) == front
+    assert result.drop is not None and result.drop.chain == "FORWARD" and "forward-drop-dnat" in result.drop.rule.text
+    delta = netfilter.counter_delta(result.drop, before.iptables_nft)
+    assert delta is not None and delta >= 3  # SYN retransmits count too

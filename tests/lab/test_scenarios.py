@@ -69,6 +69,14 @@ CASES = [
         may_fail=lambda o: o.node == "node1" and via_nat(o),
     ),
     Case("backend-slow", None, lambda o: o.name.endswith("-slow"), ingress_status=504),
+    # the app's port refuses: its pod IPs (connect and /big), its ClusterIP and the ingress (502)
+    Case(
+        "backend-down",
+        None,
+        lambda o: o.name.startswith("keybuzz-front") or o.name == "svc-keybuzz-front" or o.path == "ingress",
+        ingress_status=502,
+    ),
+    Case("dns-wrong-answer", None, lambda o: o.path == "dns"),
 ]
 
 
