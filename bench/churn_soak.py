@@ -378,6 +378,10 @@ async def sample(exporter: Exporter, t: float, objects: str) -> Row:
 
 
 async def inner(args: argparse.Namespace) -> int:
+    # SIGTERM (from the outer process) cancels this task: its finally kills the exporters and closes the servers
+    this = asyncio.current_task()
+    assert this is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     churned_api, peer_api = FakeKubeAPI(), FakeKubeAPI()
     churned, steady = Cluster(churned_api), Cluster(peer_api)
     churned.populate()
@@ -517,8 +521,11 @@ def main() -> int:
     if not 0 < args.duration <= 6 * 3600 or args.churn_every < 5 or args.sample_every < 5:
         parser.error("--duration must be in (0, 21600] s, --churn-every and --sample-every at least 5 s")
     if args.inner:
-        signal.signal(signal.SIGTERM, _on_signal)  # unwinds inner()'s finally: exporters killed, servers closed
-        return asyncio.run(inner(args))
+        try:
+            return asyncio.run(inner(args))
+        except asyncio.CancelledError:
+            print("churn_soak: inner run cancelled (SIGTERM); exporters stopped", file=sys.stderr)
+            return 2
     return outer(args, [a for a in argv if a != "--inner"])
 
 
