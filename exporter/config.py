@@ -28,11 +28,11 @@ from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
+from .discovery.config import DiscoveryConfig, parse_discovery
 from .fields import (
     BUCKET_BOUND,
+    DEFAULT_PORT,
     FACTS_INTERVAL,
-    PROBE_INTERVAL,
-    PROBE_TIMEOUT,
     check_keys,
     read_bool,
     read_dns_name,
@@ -50,8 +50,8 @@ from .fields import (
     read_netns,
     read_node_name,
     read_optional,
+    read_schedule,
     read_str,
-    seconds_text,
     shown,
 )
 from .fields import ConfigError as ConfigError  # re-exported: callers catch config.ConfigError
@@ -68,12 +68,8 @@ from .model import (
     Via,
 )
 
-if TYPE_CHECKING:  # imported lazily at runtime: exporter.discovery.config imports this module
-    from .discovery.config import DiscoveryConfig
-
 # Free in the Prometheus default port allocations as far as we could read them: 9100-9999 is exhausted and
 # new exporters take ports above 10000. 10047 avoids the Kubernetes node ports (10248-10259).
-DEFAULT_PORT = 10047
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 
 DEFAULT_PATH_VIA = {
@@ -151,17 +147,6 @@ _KIND_KEYS = {
     "http": {"url", "host", "expect_status", "min_body_bytes", "tls_verify"},
     "dns": {"address", "transports", "query", "type", "expect"},
 }
-
-
-def read_schedule(entry: Mapping[str, Any], where: str, interval: float, timeout: float) -> tuple[float, float]:
-    """(interval, timeout) of a target or section: each in its documented range, the timeout never longer."""
-    interval = read_duration(entry.get("interval", interval), f"{where}.interval", *PROBE_INTERVAL)
-    timeout = read_duration(entry.get("timeout", timeout), f"{where}.timeout", *PROBE_TIMEOUT)
-    if timeout > interval:
-        raise ConfigError(
-            f"{where}.timeout", f"{seconds_text(timeout)} is longer than the interval {seconds_text(interval)}"
-        )
-    return interval, timeout
 
 
 def parse_target(raw: Any, where: str, default_interval: float, default_timeout: float) -> list[AnyTarget]:
@@ -325,8 +310,6 @@ def parse_config(raw: Any) -> Config:
 
     discovery = None
     if doc.get("discovery") is not None and doc.get("discovery") is not False:
-        from .discovery.config import parse_discovery
-
         discovery = parse_discovery(doc["discovery"], default_interval=interval, default_timeout=timeout)
 
     facts_raw = read_mapping(doc.get("node_facts", {}), "node_facts")

@@ -61,6 +61,7 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 # monitor; above an hour the series go stale between probes many times over.
 PROBE_INTERVAL = (0.1, 3600.0)
 PROBE_TIMEOUT = (0.01, 3600.0)  # and never longer than the target's interval
+DEFAULT_PORT = 10047  # the exporter's metrics port (and the peers' port discovery probes)
 BUCKET_BOUND = (1e-6, 3600.0)
 FACTS_INTERVAL = (1.0, 3600.0)  # iptables-save every second is already a real cost on a big node
 WATCH_TIMEOUT = (1.0, 3600.0)  # the API server ends a watch after at most --min-request-timeout × 2 anyway
@@ -312,3 +313,14 @@ def _kind(value: Any) -> str:
     return {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
         type(value), type(value).__name__
     )
+
+
+def read_schedule(entry: Mapping[str, Any], where: str, interval: float, timeout: float) -> tuple[float, float]:
+    """(interval, timeout) of a target or section: each in its documented range, the timeout never longer."""
+    interval = read_duration(entry.get("interval", interval), f"{where}.interval", *PROBE_INTERVAL)
+    timeout = read_duration(entry.get("timeout", timeout), f"{where}.timeout", *PROBE_TIMEOUT)
+    if timeout > interval:
+        raise ConfigError(
+            f"{where}.timeout", f"{seconds_text(timeout)} is longer than the interval {seconds_text(interval)}"
+        )
+    return interval, timeout

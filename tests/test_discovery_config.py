@@ -134,3 +134,14 @@ def test_an_api_url_may_name_a_host() -> None:
 def test_hostile_values_name_the_field(raw: Any, field: str) -> None:
     """Issue 15 row 9 in this section: names, URLs and durations that were accepted."""
     test_errors_name_the_field(raw, field)
+
+
+def test_discovery_config_does_not_import_the_main_config_module() -> None:
+    # exporter.config parses the discovery section with this module; the reverse import made a circle that
+    # only a function-level import kept working (issue 14, point 4).
+    import subprocess
+    import sys
+
+    code = "import sys, exporter.discovery.config; print('exporter.config' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import DEFAULT_PORT, read_schedule
 from ..fields import (
     BACKOFF,
+    DEFAULT_PORT,
     WATCH_TIMEOUT,
     ConfigError,
     check_keys,
@@ -26,6 +26,7 @@ from ..fields import (
     read_int,
     read_mapping,
     read_optional,
+    read_schedule,
     read_str,
     shown,
 )
