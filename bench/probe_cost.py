@@ -106,7 +106,10 @@ def rss_for(targets: int, port: int, seconds: float) -> dict[str, float]:
     code = RSS_CHILD.format(root=str(ROOT))
     out = subprocess.run(
         [sys.executable, "-c", code, str(targets), str(port), str(seconds)],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
     ).stdout
     return {line.split()[0].rstrip(":"): float(line.split()[1]) for line in out.splitlines()}
 
@@ -137,10 +140,26 @@ def main() -> int:
         targets = {
             "tcp": TCPTarget(name="t", path=PathClass.POD_IP, via=Via.POD, host="127.0.0.1", port=tcp_port, **common),
             "http": HTTPTarget(name="h", path=PathClass.INGRESS, via=Via.INGRESS, url=http_url + "/", **common),
-            "dns (udp)": DNSTarget(name="d", path=PathClass.DNS, via=Via.SERVICE, server=dns.host, port=dns.port,
-                                   protocol=Transport.UDP, query_name="web.default.svc.cluster.local", **common),
-            "dns (tcp)": DNSTarget(name="d", path=PathClass.DNS, via=Via.SERVICE, server=dns.host, port=dns.port,
-                                   protocol=Transport.TCP, query_name="web.default.svc.cluster.local", **common),
+            "dns (udp)": DNSTarget(
+                name="d",
+                path=PathClass.DNS,
+                via=Via.SERVICE,
+                server=dns.host,
+                port=dns.port,
+                protocol=Transport.UDP,
+                query_name="web.default.svc.cluster.local",
+                **common,
+            ),
+            "dns (tcp)": DNSTarget(
+                name="d",
+                path=PathClass.DNS,
+                via=Via.SERVICE,
+                server=dns.host,
+                port=dns.port,
+                protocol=Transport.TCP,
+                query_name="web.default.svc.cluster.local",
+                **common,
+            ),
         }
 
         # 1. CPU per probe, ours by kind; blackbox's tcp_connect as the peer (its CPU per /probe request).

@@ -242,9 +242,7 @@ class ProbeMetrics(Collector):
             labels=["source_node"],
         )
         lag_family.add_metric([self._source_node], lag.cumulative(), lag.total)
-        in_flight = GaugeMetricFamily(
-            "netpath_probes_in_flight", "Probes running right now.", labels=["source_node"]
-        )
+        in_flight = GaugeMetricFamily("netpath_probes_in_flight", "Probes running right now.", labels=["source_node"])
         in_flight.add_metric([self._source_node], self._in_flight())
         build = GaugeMetricFamily(
             "netpath_build_info",

@@ -106,9 +106,18 @@ def value_text(mapping: dict[str, tuple[str, str]]) -> list[dm.ValueMapping]:
 ON_OFF = {"0": ("off", "red"), "1": ("on", "green")}
 
 
-def ts(title: str, description: str, *queries: prometheus.Dataquery, unit: str = "", w: int = 12, h: int = 8,
-       minimum: float | None = None, maximum: float | None = None, stacked: bool = False,
-       steps: list[tuple[float | None, str]] | None = None) -> timeseries.Panel:
+def ts(
+    title: str,
+    description: str,
+    *queries: prometheus.Dataquery,
+    unit: str = "",
+    w: int = 12,
+    h: int = 8,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    stacked: bool = False,
+    steps: list[tuple[float | None, str]] | None = None,
+) -> timeseries.Panel:
     panel = (
         timeseries.Panel()
         .title(title)
@@ -118,8 +127,13 @@ def ts(title: str, description: str, *queries: prometheus.Dataquery, unit: str =
         .height(h)
         .line_width(1)
         .fill_opacity(10)
-        .legend(common_b.VizLegendOptions().display_mode(common.LegendDisplayMode.TABLE)
-                .placement(common.LegendPlacement.RIGHT).show_legend(True).calcs(["lastNotNull", "max"]))
+        .legend(
+            common_b.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.RIGHT)
+            .show_legend(True)
+            .calcs(["lastNotNull", "max"])
+        )
         .tooltip(common_b.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(common.SortOrder.DESCENDING))
     )
     for q in queries:
@@ -143,9 +157,17 @@ def ts(title: str, description: str, *queries: prometheus.Dataquery, unit: str =
     return panel
 
 
-def stat_panel(title: str, description: str, *queries: prometheus.Dataquery, unit: str = "", w: int = 6,
-               h: int = 4, steps: list[tuple[float | None, str]] | None = None,
-               mappings: dict[str, tuple[str, str]] | None = None, decimals: float | None = None) -> stat.Panel:
+def stat_panel(
+    title: str,
+    description: str,
+    *queries: prometheus.Dataquery,
+    unit: str = "",
+    w: int = 6,
+    h: int = 4,
+    steps: list[tuple[float | None, str]] | None = None,
+    mappings: dict[str, tuple[str, str]] | None = None,
+    decimals: float | None = None,
+) -> stat.Panel:
     panel = (
         stat.Panel()
         .title(title)
@@ -170,8 +192,9 @@ def stat_panel(title: str, description: str, *queries: prometheus.Dataquery, uni
     return panel
 
 
-def matrix(title: str, description: str, expr: str, rows: str, columns: str, *, w: int = 12, h: int = 8,
-           link: str = "") -> table.Panel:
+def matrix(
+    title: str, description: str, expr: str, rows: str, columns: str, *, w: int = 12, h: int = 8, link: str = ""
+) -> table.Panel:
     """A Pingmesh-style matrix: one instant query per (row, column) pair, pivoted by Grafana's
     groupingToMatrix transformation, each cell coloured by its error ratio."""
     panel = (
@@ -223,7 +246,9 @@ def node_link(field: str) -> str:
 
 def variables(*, node_multi: bool) -> list[Any]:
     datasource = (
-        dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        dash.DatasourceVariable("datasource")
+        .label("Data source")
+        .type("prometheus")
         .description("The Prometheus that scrapes netpath-exporter")
     )
     cluster = (
@@ -252,15 +277,20 @@ def variables(*, node_multi: bool) -> list[Any]:
         .sort(dm.VariableSort.NATURAL_ASC)
     )
     if node_multi:
-        node = node.include_all(True).all_value(".*").multi(True).current(
-            dm.VariableOption(text="All", value="$__all", selected=True)
+        node = (
+            node.include_all(True)
+            .all_value(".*")
+            .multi(True)
+            .current(dm.VariableOption(text="All", value="$__all", selected=True))
         )
     perspective = (
         dash.CustomVariable("from")
         .label("Perspective")
-        .description("from=pod: probes from the exporter's pod; from=node: the same targets from the node's own "
-                     "network namespace (docs/perspectives.md). Pods failing where the node works is a FORWARD "
-                     "path problem.")
+        .description(
+            "from=pod: probes from the exporter's pod; from=node: the same targets from the node's own "
+            "network namespace (docs/perspectives.md). Pods failing where the node works is a FORWARD "
+            "path problem."
+        )
         .values("pod,node")
         .include_all(True)
         .all_value(".*")
@@ -287,10 +317,21 @@ def base(uid: str, title: str, description: str, *, node_multi: bool) -> dash.Da
         .refresh("30s")
         .time("now-1h", "now")
         .timezone("browser")
-        .link(dash.DashboardLink("netpath dashboards").type(dm.DashboardLinkType.DASHBOARDS).tags([TAG])
-              .as_dropdown(True).include_vars(True).keep_time(True))
-        .link(dash.DashboardLink("Runbooks").type(dm.DashboardLinkType.LINK).url("${runbook_base}")
-              .icon("doc").target_blank(True))
+        .link(
+            dash.DashboardLink("netpath dashboards")
+            .type(dm.DashboardLinkType.DASHBOARDS)
+            .tags([TAG])
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
+        )
+        .link(
+            dash.DashboardLink("Runbooks")
+            .type(dm.DashboardLinkType.LINK)
+            .url("${runbook_base}")
+            .icon("doc")
+            .target_blank(True)
+        )
     )
     for variable in variables(node_multi=node_multi):
         board = board.with_variable(variable)
@@ -315,43 +356,99 @@ def overview() -> dash.Dashboard:
             "Probes that succeeded, per path class, over the rate interval. Pod IP fine with ClusterIP/DNS/ingress "
             "failing is the kube-proxy NAT / FORWARD pattern; everything failing is the overlay.",
             query(success_ratio("path", TARGETS), "{{path}}"),
-            unit="percentunit", w=12, h=5, steps=OK_RED, decimals=2,
+            unit="percentunit",
+            w=12,
+            h=5,
+            steps=OK_RED,
+            decimals=2,
         )
     )
     board = board.with_panel(
         table.Panel()
         .title("Localizer verdicts now")
-        .description("Causes the localizer names on each node now (docs/diagnosis.md). Evidence: the exporter's "
-                     "/diagnose or `netpath-exporter diagnose`. Empty while every path is healthy.")
-        .datasource(DS).span(6).height(5)
-        .with_target(query(f"max by (source_node, cause) (netpath_diagnosis{{{NODE}}} == 1)", instant=True,
-                           fmt="table"))
-        .with_transformation(dm.DataTransformerConfig(
-            id_val="organize", options={"excludeByName": {"Time": True, "Value": True}}))
-        .override_by_name("source_node", [dm.DynamicConfigValue(
-            id_val="links", value=[{"title": "Node detail", "url": node_link("source_node")}])])
-        .override_by_name("cause", [dm.DynamicConfigValue(
-            id_val="links", value=[{"title": "Runbook", "targetBlank": True,
-                                    "url": "${runbook_base}/NetpathLocalizerVerdict.md"}])])
+        .description(
+            "Causes the localizer names on each node now (docs/diagnosis.md). Evidence: the exporter's "
+            "/diagnose or `netpath-exporter diagnose`. Empty while every path is healthy."
+        )
+        .datasource(DS)
+        .span(6)
+        .height(5)
+        .with_target(
+            query(f"max by (source_node, cause) (netpath_diagnosis{{{NODE}}} == 1)", instant=True, fmt="table")
+        )
+        .with_transformation(
+            dm.DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True, "Value": True}})
+        )
+        .override_by_name(
+            "source_node",
+            [dm.DynamicConfigValue(id_val="links", value=[{"title": "Node detail", "url": node_link("source_node")}])],
+        )
+        .override_by_name(
+            "cause",
+            [
+                dm.DynamicConfigValue(
+                    id_val="links",
+                    value=[
+                        {"title": "Runbook", "targetBlank": True, "url": "${runbook_base}/NetpathLocalizerVerdict.md"}
+                    ],
+                )
+            ],
+        )
         .no_value("no verdict")
     )
     board = board.with_panel(
         table.Panel()
         .title("Alerts pending and firing")
-        .description("netpath alerts (alerts/alerts.rules.yml) from Prometheus's ALERTS series; each alert name "
-                     "links to its runbook.")
-        .datasource(DS).span(6).height(5)
-        .with_target(query(f'max by (alertname, alertstate, severity, source_node) (ALERTS{{{CLUSTER}, '
-                           f'alertname=~"Netpath.*"}})', instant=True, fmt="table"))
-        .with_transformation(dm.DataTransformerConfig(
-            id_val="organize", options={"excludeByName": {"Time": True, "Value": True}}))
-        .override_by_name("alertname", [dm.DynamicConfigValue(
-            id_val="links", value=[{"title": "Runbook", "targetBlank": True,
-                                    "url": "${runbook_base}/${__data.fields.alertname}.md"}])])
-        .override_by_name("alertstate", [dm.DynamicConfigValue(id_val="mappings", value=[{
-            "type": "value", "options": {"firing": {"color": "red", "index": 0},
-                                         "pending": {"color": "orange", "index": 1}}}]),
-            dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"})])
+        .description(
+            "netpath alerts (alerts/alerts.rules.yml) from Prometheus's ALERTS series; each alert name "
+            "links to its runbook."
+        )
+        .datasource(DS)
+        .span(6)
+        .height(5)
+        .with_target(
+            query(
+                f'max by (alertname, alertstate, severity, source_node) (ALERTS{{{CLUSTER}, alertname=~"Netpath.*"}})',
+                instant=True,
+                fmt="table",
+            )
+        )
+        .with_transformation(
+            dm.DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True, "Value": True}})
+        )
+        .override_by_name(
+            "alertname",
+            [
+                dm.DynamicConfigValue(
+                    id_val="links",
+                    value=[
+                        {
+                            "title": "Runbook",
+                            "targetBlank": True,
+                            "url": "${runbook_base}/${__data.fields.alertname}.md",
+                        }
+                    ],
+                )
+            ],
+        )
+        .override_by_name(
+            "alertstate",
+            [
+                dm.DynamicConfigValue(
+                    id_val="mappings",
+                    value=[
+                        {
+                            "type": "value",
+                            "options": {
+                                "firing": {"color": "red", "index": 0},
+                                "pending": {"color": "orange", "index": 1},
+                            },
+                        }
+                    ],
+                ),
+                dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+            ],
+        )
         .no_value("no alert")
     )
 
@@ -359,9 +456,12 @@ def overview() -> dash.Dashboard:
         statetimeline.Panel()
         .title("Localizer verdicts over time")
         .description("Since when each node's localizer has named a cause (1 while held).")
-        .datasource(DS).span(24).height(5)
-        .with_target(query(f"max by (source_node, cause) (netpath_diagnosis{{{NODE}}} == 1)",
-                           "{{source_node}}: {{cause}}"))
+        .datasource(DS)
+        .span(24)
+        .height(5)
+        .with_target(
+            query(f"max by (source_node, cause) (netpath_diagnosis{{{NODE}}} == 1)", "{{source_node}}: {{cause}}")
+        )
         .mappings(value_text({"1": ("held", "red")}))
         .thresholds(thresholds([(None, "red")]))
         .show_value(common.VisibilityMode.NEVER)
@@ -375,7 +475,9 @@ def overview() -> dash.Dashboard:
             "Pingmesh-style matrix of probes to pod IPs (rows: the probing node, columns: the node the pod "
             "lives on). A red row is one bad source (its overlay, its firewall); a red column one bad target.",
             error_ratio("source_node, target_node", f'{TARGETS}, path="pod_ip", target_node!=""'),
-            "source_node", "target_node", link=node_link("source_node"),
+            "source_node",
+            "target_node",
+            link=node_link("source_node"),
         )
     )
     board = board.with_panel(
@@ -384,97 +486,154 @@ def overview() -> dash.Dashboard:
             "Each node's error ratio per path class. The reported 504 pattern: one row red in cluster_ip, dns "
             "and ingress while its pod_ip cell is green.",
             error_ratio("source_node, path", TARGETS),
-            "source_node", "path", link=node_link("source_node"),
+            "source_node",
+            "path",
+            link=node_link("source_node"),
         )
     )
     board = board.with_panel(
-        ts("Pod IP success by source node",
-           "Cross-node and same-node probes to pod IPs, per probing node. Compare with the ClusterIP panel beside.",
-           query(success_ratio("source_node", f'{TARGETS}, path="pod_ip"'), "{{source_node}}"),
-           unit="percentunit", minimum=0, maximum=1, steps=OK_RED)
+        ts(
+            "Pod IP success by source node",
+            "Cross-node and same-node probes to pod IPs, per probing node. Compare with the ClusterIP panel beside.",
+            query(success_ratio("source_node", f'{TARGETS}, path="pod_ip"'), "{{source_node}}"),
+            unit="percentunit",
+            minimum=0,
+            maximum=1,
+            steps=OK_RED,
+        )
     )
     board = board.with_panel(
-        ts("ClusterIP success by source node",
-           "Probes to Service ClusterIPs (kube-proxy NAT), per probing node. Failing here while pod IPs work: "
-           "the node's Service path (NAT hook, FORWARD filter, conntrack).",
-           query(success_ratio("source_node", f'{TARGETS}, path="cluster_ip"'), "{{source_node}}"),
-           unit="percentunit", minimum=0, maximum=1, steps=OK_RED)
+        ts(
+            "ClusterIP success by source node",
+            "Probes to Service ClusterIPs (kube-proxy NAT), per probing node. Failing here while pod IPs work: "
+            "the node's Service path (NAT hook, FORWARD filter, conntrack).",
+            query(success_ratio("source_node", f'{TARGETS}, path="cluster_ip"'), "{{source_node}}"),
+            unit="percentunit",
+            minimum=0,
+            maximum=1,
+            steps=OK_RED,
+        )
     )
 
     board = board.with_row(dash.Row("Latency"))
     board = board.with_panel(
-        ts("p50 latency by path class",
-           "Median duration of successful probes (TCP connect, whole HTTP request, DNS query). Failures are "
-           "counted, not timed, so a broken path shows in the success panels, not here.",
-           query(quantile(0.5, "path", TARGETS), "p50 {{path}}"), unit="s")
+        ts(
+            "p50 latency by path class",
+            "Median duration of successful probes (TCP connect, whole HTTP request, DNS query). Failures are "
+            "counted, not timed, so a broken path shows in the success panels, not here.",
+            query(quantile(0.5, "path", TARGETS), "p50 {{path}}"),
+            unit="s",
+        )
     )
     board = board.with_panel(
-        ts("p99 latency by path class",
-           "99th percentile of successful probes. Steps at 1 s and 3 s are SYN retransmits (see below).",
-           query(quantile(0.99, "path", TARGETS), "p99 {{path}}"), unit="s")
+        ts(
+            "p99 latency by path class",
+            "99th percentile of successful probes. Steps at 1 s and 3 s are SYN retransmits (see below).",
+            query(quantile(0.99, "path", TARGETS), "p99 {{path}}"),
+            unit="s",
+        )
     )
 
     board = board.with_row(dash.Row("DNS"))
     dns = f'{TARGETS}, path="dns"'
     board = board.with_panel(
-        ts("DNS success: via the kube-dns Service vs straight to CoreDNS, UDP vs TCP",
-           "What pods' resolvers see (via the Service ClusterIP) against CoreDNS's pods asked directly. Only "
-           "the Service failing: its NAT path; only UDP via the Service: the conntrack insert race.",
-           query(success_ratio("source_node, transport", f'{dns}, via="service"'),
-                 "{{source_node}} via Service {{transport}}", ref="A"),
-           query(success_ratio("source_node, transport", f'{dns}, via="pod"'),
-                 "{{source_node}} to CoreDNS pod {{transport}}", ref="B"),
-           unit="percentunit", minimum=0, maximum=1, steps=OK_RED)
+        ts(
+            "DNS success: via the kube-dns Service vs straight to CoreDNS, UDP vs TCP",
+            "What pods' resolvers see (via the Service ClusterIP) against CoreDNS's pods asked directly. Only "
+            "the Service failing: its NAT path; only UDP via the Service: the conntrack insert race.",
+            query(
+                success_ratio("source_node, transport", f'{dns}, via="service"'),
+                "{{source_node}} via Service {{transport}}",
+                ref="A",
+            ),
+            query(
+                success_ratio("source_node, transport", f'{dns}, via="pod"'),
+                "{{source_node}} to CoreDNS pod {{transport}}",
+                ref="B",
+            ),
+            unit="percentunit",
+            minimum=0,
+            maximum=1,
+            steps=OK_RED,
+        )
     )
     board = board.with_panel(
-        ts("DNS p99 latency: via Service vs to CoreDNS, UDP vs TCP",
-           "A UDP query lost and retried shows as a second-long answer here before it fails outright.",
-           query(quantile(0.99, "via, transport", dns), "p99 via={{via}} {{transport}}"), unit="s")
+        ts(
+            "DNS p99 latency: via Service vs to CoreDNS, UDP vs TCP",
+            "A UDP query lost and retried shows as a second-long answer here before it fails outright.",
+            query(quantile(0.99, "via, transport", dns), "p99 via={{via}} {{transport}}"),
+            unit="s",
+        )
     )
 
     board = board.with_row(dash.Row("Ingress"))
     ingress = f'{TARGETS}, path="ingress"'
     board = board.with_panel(
-        ts("Ingress responses by status code",
-           "HTTP responses of the ingress controller per probing node and status code; 504 (the ingress gave up "
-           "on its upstream Service) in red.",
-           query(f"sum by (source_node, code) ({_rate('netpath_http_responses_total', ingress)})",
-                 "{{source_node}} {{code}}"),
-           unit="reqps", w=16, stacked=True)
-        .override_by_regexp(".* 504", [dm.DynamicConfigValue(
-            id_val="color", value={"mode": "fixed", "fixedColor": "red"})])
-        .override_by_regexp(".* 5(0[0-35-9]|[1-9].)", [dm.DynamicConfigValue(
-            id_val="color", value={"mode": "fixed", "fixedColor": "orange"})])
-        .override_by_regexp(".* 2..", [dm.DynamicConfigValue(
-            id_val="color", value={"mode": "fixed", "fixedColor": "green"})])
+        ts(
+            "Ingress responses by status code",
+            "HTTP responses of the ingress controller per probing node and status code; 504 (the ingress gave up "
+            "on its upstream Service) in red.",
+            query(
+                f"sum by (source_node, code) ({_rate('netpath_http_responses_total', ingress)})",
+                "{{source_node}} {{code}}",
+            ),
+            unit="reqps",
+            w=16,
+            stacked=True,
+        )
+        .override_by_regexp(
+            ".* 504", [dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "red"})]
+        )
+        .override_by_regexp(
+            ".* 5(0[0-35-9]|[1-9].)",
+            [dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "orange"})],
+        )
+        .override_by_regexp(
+            ".* 2..", [dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "green"})]
+        )
     )
     ingress_504 = ingress + ', code="504"'
     r504 = f"sum by (source_node) ({_rate('netpath_http_responses_total', ingress_504)})"
     attempts = f"sum by (source_node) ({_rate('netpath_probe_attempts_total', ingress)})"
     board = board.with_panel(
-        stat_panel("504 share by source node",
-                   "Ingress probes answered 504, per node's ingress controller.",
-                   query(f"({r504} or {attempts} * 0) / {attempts}", "{{source_node}}"),
-                   unit="percentunit", w=8, h=8, steps=ERR_GREEN, decimals=1)
+        stat_panel(
+            "504 share by source node",
+            "Ingress probes answered 504, per node's ingress controller.",
+            query(f"({r504} or {attempts} * 0) / {attempts}", "{{source_node}}"),
+            unit="percentunit",
+            w=8,
+            h=8,
+            steps=ERR_GREEN,
+            decimals=1,
+        )
     )
 
     board = board.with_row(dash.Row("Why: failure reasons and SYN retransmits"))
     board = board.with_panel(
-        ts("Failures by reason",
-           "connect_timeout: SYNs dropped on the path; response_timeout: connected, no answer; body_timeout: "
-           "the response stalled (MTU blackhole); bad_status: 5xx. A flat 0 per node and path: no failures.",
-           query(f"sum by (source_node, path, reason) ({_rate('netpath_probe_failures_total', TARGETS)}) "
-                 f"or sum by (source_node, path) ({_rate('netpath_probe_attempts_total', TARGETS)}) * 0",
-                 "{{source_node}} {{path}} {{reason}}"),
-           unit="ops", stacked=True)
+        ts(
+            "Failures by reason",
+            "connect_timeout: SYNs dropped on the path; response_timeout: connected, no answer; body_timeout: "
+            "the response stalled (MTU blackhole); bad_status: 5xx. A flat 0 per node and path: no failures.",
+            query(
+                f"sum by (source_node, path, reason) ({_rate('netpath_probe_failures_total', TARGETS)}) "
+                f"or sum by (source_node, path) ({_rate('netpath_probe_attempts_total', TARGETS)}) * 0",
+                "{{source_node}} {{path}} {{reason}}",
+            ),
+            unit="ops",
+            stacked=True,
+        )
     )
     board = board.with_panel(
-        ts("SYN retransmits per TCP probe",
-           "SYNs the kernel retransmitted per TCP-based probe (recording rule, 5m). Anything above 0 is packet "
-           "loss on the way to the target; NetpathSynRetransmitsRising fires above 0.05.",
-           query(f"source_path:netpath_tcp_syn_retransmits:per_attempt_rate5m{{{TARGETS}}}",
-                 "{{source_node}} {{path}}"),
-           minimum=0, steps=[(None, "green"), (0.05, "red")])
+        ts(
+            "SYN retransmits per TCP probe",
+            "SYNs the kernel retransmitted per TCP-based probe (recording rule, 5m). Anything above 0 is packet "
+            "loss on the way to the target; NetpathSynRetransmitsRising fires above 0.05.",
+            query(
+                f"source_path:netpath_tcp_syn_retransmits:per_attempt_rate5m{{{TARGETS}}}", "{{source_node}} {{path}}"
+            ),
+            minimum=0,
+            steps=[(None, "green"), (0.05, "red")],
+        )
     )
     return board
 
@@ -492,17 +651,23 @@ def node_detail() -> dash.Dashboard:
     )
     board = board.with_row(dash.Row("Node facts: $node"))
     board = board.with_panel(
-        stat_panel("Fact sources readable",
-                   "Each node-fact source (docs/metrics.md, Node facts). 'unavailable' means no values are shown "
-                   "for it, never healthy-looking zeros.",
-                   query(f"netpath_node_fact_source_up{{{NODE}}}", "{{source}}"),
-                   w=24, h=3, mappings={"0": ("unavailable", "red"), "1": ("ok", "green")})
+        stat_panel(
+            "Fact sources readable",
+            "Each node-fact source (docs/metrics.md, Node facts). 'unavailable' means no values are shown "
+            "for it, never healthy-looking zeros.",
+            query(f"netpath_node_fact_source_up{{{NODE}}}", "{{source}}"),
+            w=24,
+            h=3,
+            mappings={"0": ("unavailable", "red"), "1": ("ok", "green")},
+        )
     )
     board = board.with_panel(
         statetimeline.Panel()
         .title("Localizer verdicts on $node")
         .description("Since when this node's localizer has named a cause.")
-        .datasource(DS).span(24).height(4)
+        .datasource(DS)
+        .span(24)
+        .height(4)
         .with_target(query(f"netpath_diagnosis{{{NODE}}} == 1", "{{cause}}"))
         .mappings(value_text({"1": ("held", "red")}))
         .thresholds(thresholds([(None, "red")]))
@@ -511,87 +676,135 @@ def node_detail() -> dash.Dashboard:
     )
 
     board = board.with_panel(
-        stat_panel("MTUs",
-                   "The VXLAN link (overlay), the NIC it sends on (underlay) and cni0 (bridge).",
-                   query(f"netpath_node_link_mtu_bytes{{{NODE}}}", "{{role}} {{device}}"), w=8, h=4)
+        stat_panel(
+            "MTUs",
+            "The VXLAN link (overlay), the NIC it sends on (underlay) and cni0 (bridge).",
+            query(f"netpath_node_link_mtu_bytes{{{NODE}}}", "{{role}} {{device}}"),
+            w=8,
+            h=4,
+        )
     )
     board = board.with_panel(
-        stat_panel("Overlay MTU headroom",
-                   "Underlay MTU − VXLAN MTU; below 50 bytes large packets are lost (C6).",
-                   query(f"netpath_node_overlay_mtu_gap_bytes{{{NODE}}}", "{{device}}"),
-                   unit="decbytes", w=4, h=4, steps=[(None, "red"), (50, "green")])
+        stat_panel(
+            "Overlay MTU headroom",
+            "Underlay MTU − VXLAN MTU; below 50 bytes large packets are lost (C6).",
+            query(f"netpath_node_overlay_mtu_gap_bytes{{{NODE}}}", "{{device}}"),
+            unit="decbytes",
+            w=4,
+            h=4,
+            steps=[(None, "red"), (50, "green")],
+        )
     )
     board = board.with_panel(
-        stat_panel("VXLAN tx checksum offload",
-                   "tx-checksum-ip-generic on the VXLAN link: the checksum-offload kernel bug's precondition (C5).",
-                   query(f"netpath_node_vxlan_tx_checksum_offload{{{NODE}}}", "{{device}}"),
-                   w=4, h=4, mappings={"0": ("off", "green"), "1": ("on", "orange")})
+        stat_panel(
+            "VXLAN tx checksum offload",
+            "tx-checksum-ip-generic on the VXLAN link: the checksum-offload kernel bug's precondition (C5).",
+            query(f"netpath_node_vxlan_tx_checksum_offload{{{NODE}}}", "{{device}}"),
+            w=4,
+            h=4,
+            mappings={"0": ("off", "green"), "1": ("on", "orange")},
+        )
     )
     board = board.with_panel(
-        stat_panel("Forwarding and bridge netfilter",
-                   "Forwarding sysctls and br_netfilter: off means pod traffic is not routed or bridged traffic "
-                   "skips iptables (C4).",
-                   query(f"netpath_node_ip_forward{{{NODE}}}", "ip_forward", ref="A"),
-                   query(f"netpath_node_ipv4_forwarding_all{{{NODE}}}", "conf.all.forwarding", ref="B"),
-                   query(f"netpath_node_br_netfilter_loaded{{{NODE}}}", "br_netfilter", ref="C"),
-                   query(f"netpath_node_bridge_nf_call_iptables{{{NODE}}}", "bridge-nf-call-iptables", ref="D"),
-                   w=8, h=4, mappings=ON_OFF)
+        stat_panel(
+            "Forwarding and bridge netfilter",
+            "Forwarding sysctls and br_netfilter: off means pod traffic is not routed or bridged traffic "
+            "skips iptables (C4).",
+            query(f"netpath_node_ip_forward{{{NODE}}}", "ip_forward", ref="A"),
+            query(f"netpath_node_ipv4_forwarding_all{{{NODE}}}", "conf.all.forwarding", ref="B"),
+            query(f"netpath_node_br_netfilter_loaded{{{NODE}}}", "br_netfilter", ref="C"),
+            query(f"netpath_node_bridge_nf_call_iptables{{{NODE}}}", "bridge-nf-call-iptables", ref="D"),
+            w=8,
+            h=4,
+            mappings=ON_OFF,
+        )
     )
     board = board.with_panel(
-        stat_panel("ClusterIP NAT hook",
-                   "Whether nat PREROUTING (pods' traffic) and OUTPUT (the node's own) jump to KUBE-SERVICES in "
-                   "either iptables backend. Missing: every ClusterIP from this node times out (C8).",
-                   query(f"max by (chain) (netpath_node_clusterip_nat_hook{{{NODE}}})", "{{chain}} → KUBE-SERVICES"),
-                   w=6, h=4, mappings={"0": ("missing", "red"), "1": ("hooked", "green")})
+        stat_panel(
+            "ClusterIP NAT hook",
+            "Whether nat PREROUTING (pods' traffic) and OUTPUT (the node's own) jump to KUBE-SERVICES in "
+            "either iptables backend. Missing: every ClusterIP from this node times out (C8).",
+            query(f"max by (chain) (netpath_node_clusterip_nat_hook{{{NODE}}})", "{{chain}} → KUBE-SERVICES"),
+            w=6,
+            h=4,
+            mappings={"0": ("missing", "red"), "1": ("hooked", "green")},
+        )
     )
     board = board.with_panel(
-        stat_panel("ClusterIP DNAT rules",
-                   "A KUBE-SERVICES rule leads to a DNAT for each probed ClusterIP port (either backend).",
-                   query(f"max by (cluster_ip, port, protocol) (netpath_node_clusterip_dnat_rule{{{NODE}}})",
-                         "{{cluster_ip}}:{{port}}/{{protocol}}"),
-                   w=6, h=4, mappings={"0": ("no DNAT", "red"), "1": ("DNAT", "green")})
+        stat_panel(
+            "ClusterIP DNAT rules",
+            "A KUBE-SERVICES rule leads to a DNAT for each probed ClusterIP port (either backend).",
+            query(
+                f"max by (cluster_ip, port, protocol) (netpath_node_clusterip_dnat_rule{{{NODE}}})",
+                "{{cluster_ip}}:{{port}}/{{protocol}}",
+            ),
+            w=6,
+            h=4,
+            mappings={"0": ("no DNAT", "red"), "1": ("DNAT", "green")},
+        )
     )
     board = board.with_panel(
-        stat_panel("iptables backends",
-                   "Rules per backend and chains by owner. Rules in both backends, kube-proxy's chains in one and "
-                   "ufw's in the other: the legacy/nft split (C2).",
-                   query(f"netpath_node_iptables_rules{{{NODE}}}", "{{backend}} rules", ref="A"),
-                   query(f"netpath_node_iptables_chains{{{NODE}}}", "{{backend}} {{owner}} chains", ref="B"),
-                   w=6, h=4)
+        stat_panel(
+            "iptables backends",
+            "Rules per backend and chains by owner. Rules in both backends, kube-proxy's chains in one and "
+            "ufw's in the other: the legacy/nft split (C2).",
+            query(f"netpath_node_iptables_rules{{{NODE}}}", "{{backend}} rules", ref="A"),
+            query(f"netpath_node_iptables_chains{{{NODE}}}", "{{backend}} {{owner}} chains", ref="B"),
+            w=6,
+            h=4,
+        )
     )
     board = board.with_panel(
-        stat_panel("rp_filter",
-                   "Effective reverse-path filter per device: strict (1) drops asymmetric overlay replies (C9).",
-                   query(f"netpath_node_rp_filter{{{NODE}}}", "{{device}}"),
-                   w=6, h=4, mappings={"0": ("off", "green"), "1": ("strict", "orange"), "2": ("loose", "green")})
+        stat_panel(
+            "rp_filter",
+            "Effective reverse-path filter per device: strict (1) drops asymmetric overlay replies (C9).",
+            query(f"netpath_node_rp_filter{{{NODE}}}", "{{device}}"),
+            w=6,
+            h=4,
+            mappings={"0": ("off", "green"), "1": ("strict", "orange"), "2": ("loose", "green")},
+        )
     )
     board = board.with_panel(
         table.Panel()
         .title("Overlay peers")
-        .description("Route to each peer's pod CIDR via the VXLAN link with its neighbour and FDB entry; vtep_dst "
-                     "is the peer node's underlay IP, empty when the FDB entry is missing (C1, C10).")
-        .datasource(DS).span(8).height(7)
-        .with_target(query(f"max by (pod_cidr, vtep_dst) (netpath_node_overlay_peer{{{NODE}}})", instant=True,
-                           fmt="table"))
+        .description(
+            "Route to each peer's pod CIDR via the VXLAN link with its neighbour and FDB entry; vtep_dst "
+            "is the peer node's underlay IP, empty when the FDB entry is missing (C1, C10)."
+        )
+        .datasource(DS)
+        .span(8)
+        .height(7)
+        .with_target(
+            query(f"max by (pod_cidr, vtep_dst) (netpath_node_overlay_peer{{{NODE}}})", instant=True, fmt="table")
+        )
         .with_transformation(dm.DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True}}))
         .mappings(value_text({"0": ("incomplete", "red"), "1": ("complete", "green")}))
         .cell_options(common.TableColoredBackgroundCellOptions(mode=common.TableCellBackgroundDisplayMode.BASIC))
     )
     board = board.with_panel(
-        ts("Conntrack table",
-           "Connections tracked against the table size (C7b).",
-           query(f"netpath_node_conntrack_entries{{{NODE}}}", "entries", ref="A"),
-           query(f"netpath_node_conntrack_entries_limit{{{NODE}}}", "limit", ref="B"), w=8, h=7, minimum=0)
+        ts(
+            "Conntrack table",
+            "Connections tracked against the table size (C7b).",
+            query(f"netpath_node_conntrack_entries{{{NODE}}}", "entries", ref="A"),
+            query(f"netpath_node_conntrack_entries_limit{{{NODE}}}", "limit", ref="B"),
+            w=8,
+            h=7,
+            minimum=0,
+        )
     )
     board = board.with_panel(
-        ts("Conntrack and kernel drop counters",
-           "insert_failed/clashres rising: the UDP insert race (C7a); drop/early_drop: a full table (C7b); UDP "
-           "checksum errors (C5), fragmentation failures (C6).",
-           query(f"sum by (stat) ({_rate('netpath_node_conntrack_stat_total', NODE)})", "conntrack {{stat}}",
-                 ref="A"),
-           query(f"sum({_rate('netpath_node_udp_in_csum_errors_total', NODE)})", "UDP InCsumErrors", ref="B"),
-           query(f"sum({_rate('netpath_node_ip_frag_fails_total', NODE)})", "IP FragFails", ref="C"),
-           unit="ops", w=8, h=7, minimum=0)
+        ts(
+            "Conntrack and kernel drop counters",
+            "insert_failed/clashres rising: the UDP insert race (C7a); drop/early_drop: a full table (C7b); UDP "
+            "checksum errors (C5), fragmentation failures (C6).",
+            query(f"sum by (stat) ({_rate('netpath_node_conntrack_stat_total', NODE)})", "conntrack {{stat}}", ref="A"),
+            query(f"sum({_rate('netpath_node_udp_in_csum_errors_total', NODE)})", "UDP InCsumErrors", ref="B"),
+            query(f"sum({_rate('netpath_node_ip_frag_fails_total', NODE)})", "IP FragFails", ref="C"),
+            unit="ops",
+            w=8,
+            h=7,
+            minimum=0,
+        )
     )
 
     board = board.with_row(dash.Row("Targets of $node"))
@@ -599,89 +812,158 @@ def node_detail() -> dash.Dashboard:
         table.Panel()
         .title("Targets now")
         .description("Every target this node's exporter probes, with the last probe's outcome.")
-        .datasource(DS).span(24).height(8)
-        .with_target(query(
-            f"max by (target, transport, path, via, target_node, target_service) (netpath_probe_success{{{TARGETS}}})",
-            instant=True, fmt="table"))
-        .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
-            "excludeByName": {"Time": True}, "renameByName": {"Value": "last probe"}}))
-        .override_by_name("last probe", [
-            dm.DynamicConfigValue(id_val="mappings", value=[{"type": "value", "options": {
-                "0": {"text": "failed", "color": "red", "index": 0},
-                "1": {"text": "ok", "color": "green", "index": 1}}}]),
-            dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"})])
+        .datasource(DS)
+        .span(24)
+        .height(8)
+        .with_target(
+            query(
+                "max by (target, transport, path, via, target_node, target_service) "
+                f"(netpath_probe_success{{{TARGETS}}})",
+                instant=True,
+                fmt="table",
+            )
+        )
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": {"Value": "last probe"}}
+            )
+        )
+        .override_by_name(
+            "last probe",
+            [
+                dm.DynamicConfigValue(
+                    id_val="mappings",
+                    value=[
+                        {
+                            "type": "value",
+                            "options": {
+                                "0": {"text": "failed", "color": "red", "index": 0},
+                                "1": {"text": "ok", "color": "green", "index": 1},
+                            },
+                        }
+                    ],
+                ),
+                dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+            ],
+        )
     )
     board = board.with_panel(
         heatmap.Panel()
         .title("Latency distribution, all targets")
         .description("Successful probes per latency bucket over time; a band at 1 s or 3 s is SYN retransmits.")
-        .datasource(DS).span(12).height(8)
-        .with_target(query(f"sum by (le) ({_rate('netpath_probe_duration_seconds_bucket', TARGETS)})",
-                           "{{le}}", fmt="heatmap"))
+        .datasource(DS)
+        .span(12)
+        .height(8)
+        .with_target(
+            query(f"sum by (le) ({_rate('netpath_probe_duration_seconds_bucket', TARGETS)})", "{{le}}", fmt="heatmap")
+        )
         .calculate(False)
         .y_axis(heatmap.YAxisConfig().unit("s"))
-        .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME).scheme("Oranges")
-               .exponent(0.5).steps(64))
+        .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME).scheme("Oranges").exponent(0.5).steps(64))
         .rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.LE))
     )
     board = board.with_panel(
-        ts("Error ratio by target",
-           "Failed probes per target and transport.",
-           query(error_ratio("target, transport", TARGETS), "{{target}} {{transport}}"),
-           unit="percentunit", minimum=0, maximum=1, steps=ERR_GREEN)
+        ts(
+            "Error ratio by target",
+            "Failed probes per target and transport.",
+            query(error_ratio("target, transport", TARGETS), "{{target}} {{transport}}"),
+            unit="percentunit",
+            minimum=0,
+            maximum=1,
+            steps=ERR_GREEN,
+        )
     )
     board = board.with_panel(
-        ts("p50 latency by target", "Median of successful probes per target.",
-           query(quantile(0.5, "target, transport", TARGETS), "{{target}} {{transport}}"), unit="s")
+        ts(
+            "p50 latency by target",
+            "Median of successful probes per target.",
+            query(quantile(0.5, "target, transport", TARGETS), "{{target}} {{transport}}"),
+            unit="s",
+        )
     )
     board = board.with_panel(
-        ts("p99 latency by target", "99th percentile of successful probes per target.",
-           query(quantile(0.99, "target, transport", TARGETS), "{{target}} {{transport}}"), unit="s")
+        ts(
+            "p99 latency by target",
+            "99th percentile of successful probes per target.",
+            query(quantile(0.99, "target, transport", TARGETS), "{{target}} {{transport}}"),
+            unit="s",
+        )
     )
     board = board.with_panel(
-        ts("Phases of the last probe",
-           "connect and first_byte of TCP/HTTP probes, the DNS query time: where a slow request spends it.",
-           query(f"netpath_probe_phase_seconds{{{TARGETS}}}", "{{target}} {{phase}}"), unit="s")
+        ts(
+            "Phases of the last probe",
+            "connect and first_byte of TCP/HTTP probes, the DNS query time: where a slow request spends it.",
+            query(f"netpath_probe_phase_seconds{{{TARGETS}}}", "{{target}} {{phase}}"),
+            unit="s",
+        )
     )
     board = board.with_panel(
-        ts("Failures by reason",
-           "Per target; a flat 0 per target: no failures.",
-           query(f"sum by (target, reason) ({_rate('netpath_probe_failures_total', TARGETS)}) "
-                 f"or sum by (target) ({_rate('netpath_probe_attempts_total', TARGETS)}) * 0",
-                 "{{target}} {{reason}}"),
-           unit="ops", stacked=True)
+        ts(
+            "Failures by reason",
+            "Per target; a flat 0 per target: no failures.",
+            query(
+                f"sum by (target, reason) ({_rate('netpath_probe_failures_total', TARGETS)}) "
+                f"or sum by (target) ({_rate('netpath_probe_attempts_total', TARGETS)}) * 0",
+                "{{target}} {{reason}}",
+            ),
+            unit="ops",
+            stacked=True,
+        )
     )
     board = board.with_panel(
-        ts("TCP RTT and SYN retransmits",
-           "The kernel's smoothed RTT of the last probe connection, and SYNs retransmitted per second.",
-           query(f"netpath_tcp_rtt_seconds{{{TARGETS}}}", "rtt {{target}}", ref="A"),
-           query(f"sum by (target) ({_rate('netpath_tcp_syn_retransmits_total', TARGETS)})",
-                 "SYN retransmits/s {{target}}", ref="B"),
-           unit="s")
-        .override_by_regexp("SYN retransmits.*", [dm.DynamicConfigValue(id_val="unit", value="ops"),
-                                                  dm.DynamicConfigValue(id_val="custom.axisPlacement",
-                                                                        value="right")])
+        ts(
+            "TCP RTT and SYN retransmits",
+            "The kernel's smoothed RTT of the last probe connection, and SYNs retransmitted per second.",
+            query(f"netpath_tcp_rtt_seconds{{{TARGETS}}}", "rtt {{target}}", ref="A"),
+            query(
+                f"sum by (target) ({_rate('netpath_tcp_syn_retransmits_total', TARGETS)})",
+                "SYN retransmits/s {{target}}",
+                ref="B",
+            ),
+            unit="s",
+        ).override_by_regexp(
+            "SYN retransmits.*",
+            [
+                dm.DynamicConfigValue(id_val="unit", value="ops"),
+                dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+            ],
+        )
     )
     board = board.with_row(dash.Row("Exporter on $node"))
     board = board.with_panel(
-        ts("Scheduler lag p99",
-           "How late probes start; seconds mean a starved exporter whose latencies are not to be trusted.",
-           query(f"histogram_quantile(0.99, sum by (le) ({_rate('netpath_scheduler_lag_seconds_bucket', NODE)}))",
-                 "p99 lag"), unit="s", w=8, h=6)
+        ts(
+            "Scheduler lag p99",
+            "How late probes start; seconds mean a starved exporter whose latencies are not to be trusted.",
+            query(
+                f"histogram_quantile(0.99, sum by (le) ({_rate('netpath_scheduler_lag_seconds_bucket', NODE)}))",
+                "p99 lag",
+            ),
+            unit="s",
+            w=8,
+            h=6,
+        )
     )
     board = board.with_panel(
-        ts("Targets and probes in flight",
-           "Targets scheduled per path class; probes running now.",
-           query(f"netpath_targets{{{NODE}}}", "targets {{path}}", ref="A"),
-           query(f"netpath_probes_in_flight{{{NODE}}}", "in flight", ref="B"), w=8, h=6, minimum=0)
+        ts(
+            "Targets and probes in flight",
+            "Targets scheduled per path class; probes running now.",
+            query(f"netpath_targets{{{NODE}}}", "targets {{path}}", ref="A"),
+            query(f"netpath_probes_in_flight{{{NODE}}}", "in flight", ref="B"),
+            w=8,
+            h=6,
+            minimum=0,
+        )
     )
     board = board.with_panel(
-        stat_panel("Node perspective worker and facts age",
-                   "The from=node worker (0: its series are stale) and seconds since the node facts were read.",
-                   query(f"netpath_node_perspective_up{{{NODE}}}", "node perspective worker", ref="A"),
-                   query(f"time() - netpath_node_facts_last_refresh_timestamp_seconds{{{NODE}}}",
-                         "facts age (s)", ref="B"),
-                   w=8, h=6, mappings={})
+        stat_panel(
+            "Node perspective worker and facts age",
+            "The from=node worker (0: its series are stale) and seconds since the node facts were read.",
+            query(f"netpath_node_perspective_up{{{NODE}}}", "node perspective worker", ref="A"),
+            query(f"time() - netpath_node_facts_last_refresh_timestamp_seconds{{{NODE}}}", "facts age (s)", ref="B"),
+            w=8,
+            h=6,
+            mappings={},
+        )
     )
     return board
 

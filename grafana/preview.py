@@ -72,8 +72,9 @@ def evaluate(api: render.PrometheusApi, dashboard: dict[str, Any], window: rende
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grafana.preview", description=__doc__.split("\n")[0])
     parser.add_argument("--healthy", type=float, default=60, help="seconds of healthy run (default %(default)s)")
-    parser.add_argument("--broken", type=float, default=45,
-                        help=f"seconds with {SCENARIO} on {BROKEN_NODE} (default %(default)s)")
+    parser.add_argument(
+        "--broken", type=float, default=45, help=f"seconds with {SCENARIO} on {BROKEN_NODE} (default %(default)s)"
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="directory for the PNGs (default %(default)s)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -99,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                     if "node" in {v["name"] for v in dashboard["templating"]["list"]} and not _multi_node(dashboard):
                         variables["node"] = BROKEN_NODE
                     window = render.Window(start, end, STEP, variables)
-                    png = render.render(dashboard, api, window, args.out / name.replace(".json", ".png"),
-                                        f"lab, {SCENARIO} on {BROKEN_NODE} for the last {args.broken:.0f}s")
+                    png = render.render(
+                        dashboard,
+                        api,
+                        window,
+                        args.out / name.replace(".json", ".png"),
+                        f"lab, {SCENARIO} on {BROKEN_NODE} for the last {args.broken:.0f}s",
+                    )
                     print(f"wrote {png}", flush=True)
                 scenarios.heal(topo)
         except KeyboardInterrupt:

@@ -32,11 +32,35 @@ from . import queries
 PrometheusApi = Callable[[str, Mapping[str, str]], dict[str, Any]]
 
 COLORS = {
-    "green": "#56a64b", "red": "#e02f44", "orange": "#ff9830", "yellow": "#f2cc0c", "blue": "#3274d9",
-    "purple": "#a352cc", "text": "#d8d9da", "panel": "#181b1f", "background": "#111217", "grid": "#2c3235",
+    "green": "#56a64b",
+    "red": "#e02f44",
+    "orange": "#ff9830",
+    "yellow": "#f2cc0c",
+    "blue": "#3274d9",
+    "purple": "#a352cc",
+    "text": "#d8d9da",
+    "panel": "#181b1f",
+    "background": "#111217",
+    "grid": "#2c3235",
 }
-PALETTE = ["#7eb26d", "#eab839", "#6ed0e0", "#ef843c", "#e24d42", "#1f78c1", "#ba43a9", "#705da0",
-           "#508642", "#cca300", "#447ebc", "#c15c17", "#890f02", "#0a437c", "#6d1f62", "#584477"]
+PALETTE = [
+    "#7eb26d",
+    "#eab839",
+    "#6ed0e0",
+    "#ef843c",
+    "#e24d42",
+    "#1f78c1",
+    "#ba43a9",
+    "#705da0",
+    "#508642",
+    "#cca300",
+    "#447ebc",
+    "#c15c17",
+    "#890f02",
+    "#0a437c",
+    "#6d1f62",
+    "#584477",
+]
 COL_INCH, ROW_INCH = 0.85, 0.42  # one grid column / one grid row (Grafana: 30 px rows)
 
 
@@ -69,8 +93,15 @@ def color_of(name: str) -> str:
 
 
 def run_range(api: PrometheusApi, expr: str, window: Window) -> list[Series]:
-    data = api("query_range", {"query": queries.substitute(expr, window.variables), "start": f"{window.start:.3f}",
-                               "end": f"{window.end:.3f}", "step": f"{window.step:g}"})
+    data = api(
+        "query_range",
+        {
+            "query": queries.substitute(expr, window.variables),
+            "start": f"{window.start:.3f}",
+            "end": f"{window.end:.3f}",
+            "step": f"{window.step:g}",
+        },
+    )
     out = []
     for item in data["result"]:
         times = [float(t) for t, _ in item["values"]]
@@ -84,8 +115,9 @@ def run_instant(api: PrometheusApi, expr: str, window: Window) -> list[Series]:
     if data["resultType"] == "scalar":
         t, v = data["result"]
         return [Series({}, [float(t)], [float(v)])]
-    return [Series(dict(item["metric"]), [float(item["value"][0])], [float(item["value"][1])])
-            for item in data["result"]]
+    return [
+        Series(dict(item["metric"]), [float(item["value"][0])], [float(item["value"][1])]) for item in data["result"]
+    ]
 
 
 def run_target(api: PrometheusApi, target: Mapping[str, Any], window: Window) -> list[Series]:
@@ -153,7 +185,8 @@ def override_color(name: str, panel: Mapping[str, Any]) -> str | None:
     for override in panel.get("fieldConfig", {}).get("overrides", []):
         matcher = override["matcher"]
         hit = (matcher["id"] == "byRegexp" and re.fullmatch(matcher["options"], name)) or (
-            matcher["id"] == "byName" and matcher["options"] == name)
+            matcher["id"] == "byName" and matcher["options"] == name
+        )
         if not hit:
             continue
         for prop in override["properties"]:
@@ -179,8 +212,9 @@ def message(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, color="#8e8e8e", ha="center", va="center", fontsize=9, transform=ax.transAxes)
 
 
-def draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[str, Any], list[Series]]],
-                    window: Window) -> None:
+def draw_timeseries(
+    ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[str, Any], list[Series]]], window: Window
+) -> None:
     defaults = panel.get("fieldConfig", {}).get("defaults", {})
     unit = defaults.get("unit", "")
     stacked = defaults.get("custom", {}).get("stacking", {}).get("mode") == "normal"
@@ -215,8 +249,10 @@ def draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapp
 
 def draw_stat(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[str, Any], list[Series]]]) -> None:
     defaults = panel.get("fieldConfig", {}).get("defaults", {})
-    values = sorted(((legend(t.get("legendFormat", ""), s.labels), s.last()) for t, series in results
-                     for s in series), key=lambda pair: pair[0])
+    values = sorted(
+        ((legend(t.get("legendFormat", ""), s.labels), s.last()) for t, series in results for s in series),
+        key=lambda pair: pair[0],
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     if not values:
@@ -230,12 +266,30 @@ def draw_stat(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[st
         text = hit[0] if hit else fmt_value(value, defaults.get("unit", ""), defaults.get("decimals"))
         color = hit[1] if hit else threshold_color(value, defaults)
         x0, y0 = c / columns, 1 - (r + 1) / rows
-        ax.add_patch(Rectangle((x0 + 0.005, y0 + 0.02), 1 / columns - 0.01, 1 / rows - 0.04, color=color,
-                                   transform=ax.transAxes))
-        ax.text(x0 + 0.5 / columns, y0 + 0.68 / rows, name, ha="center", va="center", fontsize=6.5,
-                color="white", transform=ax.transAxes)
-        ax.text(x0 + 0.5 / columns, y0 + 0.32 / rows, text, ha="center", va="center", fontsize=11,
-                color="white", weight="bold", transform=ax.transAxes)
+        ax.add_patch(
+            Rectangle((x0 + 0.005, y0 + 0.02), 1 / columns - 0.01, 1 / rows - 0.04, color=color, transform=ax.transAxes)
+        )
+        ax.text(
+            x0 + 0.5 / columns,
+            y0 + 0.68 / rows,
+            name,
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            color="white",
+            transform=ax.transAxes,
+        )
+        ax.text(
+            x0 + 0.5 / columns,
+            y0 + 0.32 / rows,
+            text,
+            ha="center",
+            va="center",
+            fontsize=11,
+            color="white",
+            weight="bold",
+            transform=ax.transAxes,
+        )
 
 
 def draw_table(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[str, Any], list[Series]]]) -> None:
@@ -250,11 +304,14 @@ def draw_table(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[s
     if pivot:
         rows = sorted({s.labels.get(pivot["rowField"], "") for s in series})
         cols = sorted({s.labels.get(pivot["columnField"], "") for s in series})
-        cells = {(s.labels.get(pivot["rowField"], ""), s.labels.get(pivot["columnField"], "")): s.last()
-                 for s in series}
+        cells = {
+            (s.labels.get(pivot["rowField"], ""), s.labels.get(pivot["columnField"], "")): s.last() for s in series
+        }
         header = [pivot["rowField"], *cols]
-        body = [[r, *[fmt_value(cells.get((r, c)), defaults.get("unit", ""), defaults.get("decimals"))
-                      for c in cols]] for r in rows]
+        body = [
+            [r, *[fmt_value(cells.get((r, c)), defaults.get("unit", ""), defaults.get("decimals")) for c in cols]]
+            for r in rows
+        ]
         colors = [[COLORS["panel"], *[threshold_color(cells.get((r, c)), defaults) for c in cols]] for r in rows]
     else:
         hidden, value_name = {"Time", "__name__"}, "value"
@@ -280,16 +337,29 @@ def draw_table(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[s
             body.append(row)
             colors.append(row_colors)
     shown = body[:14]
-    tbl = ax.table(cellText=shown, cellColours=colors[: len(shown)], colLabels=header, loc="upper center",
-                   cellLoc="center", colColours=[COLORS["grid"]] * len(header))
+    tbl = ax.table(
+        cellText=shown,
+        cellColours=colors[: len(shown)],
+        colLabels=header,
+        loc="upper center",
+        cellLoc="center",
+        colColours=[COLORS["grid"]] * len(header),
+    )
     tbl.auto_set_font_size(False)
     tbl.set_fontsize(7)
     for cell in tbl.get_celld().values():
         cell.get_text().set_color("white")
         cell.set_edgecolor(COLORS["background"])
     if len(body) > len(shown):
-        ax.text(0.99, 0.01, f"+{len(body) - len(shown)} rows", color="#8e8e8e", fontsize=6, ha="right",
-                transform=ax.transAxes)
+        ax.text(
+            0.99,
+            0.01,
+            f"+{len(body) - len(shown)} rows",
+            color="#8e8e8e",
+            fontsize=6,
+            ha="right",
+            transform=ax.transAxes,
+        )
 
 
 def _override_mappings(panel: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -299,8 +369,9 @@ def _override_mappings(panel: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return out
 
 
-def draw_state_timeline(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[str, Any], list[Series]]],
-                        window: Window) -> None:
+def draw_state_timeline(
+    ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[str, Any], list[Series]]], window: Window
+) -> None:
     defaults = panel.get("fieldConfig", {}).get("defaults", {})
     rows = sorted((legend(t.get("legendFormat", ""), s.labels), s) for t, ss in results for s in ss)
     if not rows:
@@ -312,15 +383,21 @@ def draw_state_timeline(ax: Axes, panel: Mapping[str, Any], results: list[tuple[
             if math.isnan(v):
                 continue
             hit = mapped(v, defaults.get("mappings", []))
-            ax.barh(i, window.step, left=t - window.end - window.step / 2, height=0.7,
-                    color=hit[1] if hit else threshold_color(v, defaults))
+            ax.barh(
+                i,
+                window.step,
+                left=t - window.end - window.step / 2,
+                height=0.7,
+                color=hit[1] if hit else threshold_color(v, defaults),
+            )
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=7)
     ax.set_xlim(window.start - window.end, 0)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}s"))
 
 
-def draw_heatmap(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[str, Any], list[Series]]],
-                 window: Window) -> None:
+def draw_heatmap(
+    ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping[str, Any], list[Series]]], window: Window
+) -> None:
     """Cumulative `le` buckets → per-bucket rates over time, as Grafana's heatmap format does."""
     series = [s for _, ss in results for s in ss if "le" in s.labels]
     if not series:
@@ -335,11 +412,20 @@ def draw_heatmap(ax: Axes, panel: Mapping[str, Any], results: list[tuple[Mapping
         values += [0.0] * (len(times) - len(values))
         grid.append([max(v - p, 0.0) for v, p in zip(values, previous, strict=True)])
         previous = values
-    ax.imshow(grid, aspect="auto", origin="lower", cmap="Oranges", interpolation="nearest",
-              extent=(times[0] - window.end, times[-1] - window.end, 0, len(series)))
+    ax.imshow(
+        grid,
+        aspect="auto",
+        origin="lower",
+        cmap="Oranges",
+        interpolation="nearest",
+        extent=(times[0] - window.end, times[-1] - window.end, 0, len(series)),
+    )
     labels = [s.labels["le"] for s in series]
-    ax.set_yticks([i + 0.5 for i in range(len(labels))], [fmt_value(float(le), "s") if le != "+Inf" else "+Inf"
-                                                          for le in labels], fontsize=5)
+    ax.set_yticks(
+        [i + 0.5 for i in range(len(labels))],
+        [fmt_value(float(le), "s") if le != "+Inf" else "+Inf" for le in labels],
+        fontsize=5,
+    )
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}s"))
 
 
@@ -351,14 +437,28 @@ def render(dashboard: Mapping[str, Any], api: PrometheusApi, window: Window, out
     all_panels = dashboard["panels"]
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in all_panels) + 2
     fig: Figure = plt.figure(figsize=(24 * COL_INCH, height * ROW_INCH), facecolor=COLORS["background"])
-    fig.text(0.005, 1 - 0.6 / height, f"{dashboard['title']}   {subtitle}", color="white", fontsize=14,
-             weight="bold", va="center")
+    fig.text(
+        0.005,
+        1 - 0.6 / height,
+        f"{dashboard['title']}   {subtitle}",
+        color="white",
+        fontsize=14,
+        weight="bold",
+        va="center",
+    )
     for panel in all_panels:
         pos = panel["gridPos"]
         top = (pos["y"] + 1.5) / height
         if panel["type"] == "row":
-            fig.text(0.005, 1 - top - 0.5 / height, panel["title"].replace("$node", window.variables.get("node", "")),
-                     color="white", fontsize=11, weight="bold", va="center")
+            fig.text(
+                0.005,
+                1 - top - 0.5 / height,
+                panel["title"].replace("$node", window.variables.get("node", "")),
+                color="white",
+                fontsize=11,
+                weight="bold",
+                va="center",
+            )
             continue
         has_legend = panel["type"] == "timeseries"
         left = pos["x"] / 24 + 0.035 / (24 / 24)

@@ -186,7 +186,9 @@ def _relay(ns: str) -> subprocess.Popen[str]:
     if relay is None or relay.poll() is not None:
         relay = subprocess.Popen(
             ["ip", "netns", "exec", netns.check_name(ns), sys.executable, "-c", _RELAY],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         _relays[ns] = relay
     return relay

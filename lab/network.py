@@ -16,6 +16,7 @@ from .topology import Node, Pod, Topology
 SILENT_GATEWAY = "192.168.100.254"  # in the underlay /24, never assigned to a node
 SILENT_GATEWAY_MAC = "02:00:00:00:00:fe"  # locally administered, owned by no interface
 
+
 def build_underlay(topo: Topology) -> None:
     netns.create(topo.underlay_netns)
     netns.ip_batch(

@@ -17,13 +17,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def write_config(tmp_path: Path, ok_port: int, closed: int) -> Path:
     path = tmp_path / "c.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         source_node: node1
         defaults: {{interval: 2s, timeout: 1s}}
         targets:
           - {{name: peer/node2, kind: tcp, path: pod_ip, address: "127.0.0.1:{ok_port}", target_node: node2}}
           - {{name: svc/default/web, kind: tcp, path: cluster_ip, address: "127.0.0.1:{closed}"}}
-    """))
+    """)
+    )
     return path
 
 
@@ -66,7 +68,10 @@ def test_run_with_discovery_but_no_credentials_exits_2_saying_why(tmp_path: Path
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": ""}
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "run", "--config", str(path)],
-        capture_output=True, text=True, timeout=30, env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
     )
     assert result.returncode == 2
     assert "discovery: cannot read kubeconfig" in result.stderr and ".kube/config" in result.stderr

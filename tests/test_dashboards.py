@@ -195,9 +195,19 @@ def test_runbook_links_share_the_alerts_runbook_base() -> None:
 def test_overview_shows_what_the_issue_asks_for() -> None:
     titles = [p["title"] for p in queries.panels(DASHBOARDS["netpath-overview.json"])]
     text = "\n".join(titles)
-    for wanted in ("Success by path class", "p50 latency", "p99 latency", "source node → target node",
-                   "Pod IP success by source node", "ClusterIP success by source node", "via the kube-dns Service",
-                   "status code", "Localizer verdicts", "Alerts", "SYN retransmits"):
+    for wanted in (
+        "Success by path class",
+        "p50 latency",
+        "p99 latency",
+        "source node → target node",
+        "Pod IP success by source node",
+        "ClusterIP success by source node",
+        "via the kube-dns Service",
+        "status code",
+        "Localizer verdicts",
+        "Alerts",
+        "SYN retransmits",
+    ):
         assert wanted in text, wanted
 
 

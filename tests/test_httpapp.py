@@ -115,9 +115,7 @@ def test_the_command_line_prints_its_address_and_serves() -> None:
     [(["--listen", "localhost"], "--listen"), (["--listen", "127.0.0.1:1", "--slow-delay", "x"], "--slow-delay")],
 )
 def test_bad_arguments_exit_non_zero_naming_the_option(args: list[str], names: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "lab.apps.httpapp", *args], capture_output=True, text=True, timeout=10
-    )
+    done = subprocess.run([sys.executable, "-m", "lab.apps.httpapp", *args], capture_output=True, text=True, timeout=10)
 
     assert done.returncode != 0
     assert names in done.stderr

@@ -11,8 +11,9 @@ from exporter.metrics import ProbeMetrics
 from exporter.model import HTTPTarget, PathClass, ProbeResult, Reason, TCPInfo, TCPTarget, Via
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
-PEER = TCPTarget(name="peer/node2", path=PathClass.POD_IP, via=Via.POD, target_node="node2", host="10.42.2.3",
-                 port=10047)
+PEER = TCPTarget(
+    name="peer/node2", path=PathClass.POD_IP, via=Via.POD, target_node="node2", host="10.42.2.3", port=10047
+)
 INGRESS = HTTPTarget(name="ingress/web", path=PathClass.INGRESS, via=Via.INGRESS, url="http://10.42.1.9/")
 
 
@@ -58,8 +59,16 @@ def test_http_codes_are_counted_and_labels_localize() -> None:
     assert value(registry, "netpath_http_responses_total", code="504") == 1
     assert value(registry, "netpath_http_responses_total", code="200") == 1
     labels = next(lv for lv, _, _ in families(registry)["netpath_probe_attempts_total"])
-    assert labels == {"source_node": "node1", "from": "pod", "path": "ingress", "via": "ingress",
-                      "target": "ingress/web", "transport": "tcp", "target_node": "", "target_service": ""}
+    assert labels == {
+        "source_node": "node1",
+        "from": "pod",
+        "path": "ingress",
+        "via": "ingress",
+        "target": "ingress/web",
+        "transport": "tcp",
+        "target_node": "",
+        "target_service": "",
+    }
     assert value(registry, "netpath_targets", path="ingress") == 1
 
 

@@ -37,15 +37,38 @@ async def metrics_text() -> AsyncIterator[str]:
     ):
         common = {"interval": 0.5, "timeout": 0.4}
         targets: list[AnyTarget] = [
-            TCPTarget(name="peer/node2", path=PathClass.POD_IP, via=Via.POD, target_node="node2",
-                      host=listener.host, port=listener.port, **common),
-            TCPTarget(name="svc/default/web", path=PathClass.CLUSTER_IP, via=Via.SERVICE, service="default/web",
-                      host=hole.host, port=hole.port, **common),
+            TCPTarget(
+                name="peer/node2",
+                path=PathClass.POD_IP,
+                via=Via.POD,
+                target_node="node2",
+                host=listener.host,
+                port=listener.port,
+                **common,
+            ),
+            TCPTarget(
+                name="svc/default/web",
+                path=PathClass.CLUSTER_IP,
+                via=Via.SERVICE,
+                service="default/web",
+                host=hole.host,
+                port=hole.port,
+                **common,
+            ),
             HTTPTarget(name="ingress/ok", path=PathClass.INGRESS, via=Via.INGRESS, url=f"{app.url}/", **common),
-            HTTPTarget(name="ingress/504", path=PathClass.INGRESS, via=Via.INGRESS, url=f"{app.url}/status/504",
-                       **common),
-            DNSTarget(name="dns/kube-dns", path=PathClass.DNS, via=Via.SERVICE, server=dns.host, port=dns.port,
-                      protocol=Transport.UDP, query_name="web.default.svc.cluster.local", **common),
+            HTTPTarget(
+                name="ingress/504", path=PathClass.INGRESS, via=Via.INGRESS, url=f"{app.url}/status/504", **common
+            ),
+            DNSTarget(
+                name="dns/kube-dns",
+                path=PathClass.DNS,
+                via=Via.SERVICE,
+                server=dns.host,
+                port=dns.port,
+                protocol=Transport.UDP,
+                query_name="web.default.svc.cluster.local",
+                **common,
+            ),
         ]
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)

@@ -308,4 +308,3 @@ def test_a_jump_loop_ends() -> None:
 def test_bad_cluster_ip_ports_name_the_field(field: str, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=f"^{field}:"):
         ClusterIPPort(**kwargs)  # type: ignore[arg-type]
-

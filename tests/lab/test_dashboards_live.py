@@ -26,8 +26,12 @@ pytestmark = pytest.mark.lab
 HEALTHY_SECONDS = 45  # several probes (every 5 s) and rule evaluations inside one 30 s rate window
 BROKEN_SECONDS = 35
 # Panels that show problems only: empty while the lab is healthy, by design ("no verdict", "no alert").
-PROBLEM_ONLY = {"Localizer verdicts now", "Localizer verdicts over time", "Localizer verdicts on $node",
-                "Alerts pending and firing"}
+PROBLEM_ONLY = {
+    "Localizer verdicts now",
+    "Localizer verdicts over time",
+    "Localizer verdicts on $node",
+    "Alerts pending and firing",
+}
 
 
 @pytest.fixture(scope="module")
