@@ -1,12 +1,15 @@
-"""Prometheus and Alertmanager for the lab: the project's own rules (alerts/*.rules.yml) evaluated on what
-the lab's exporters expose, and alerts/alertmanager.example.yml's routing and inhibit rules applied to them.
+"""Prometheus and Alertmanager for the lab, configured as a kube-prometheus-stack user's are: the scrape job
+prometheus-operator generates for the chart's ServiceMonitor (target labels job, namespace, service, pod,
+container, endpoint, node from the monitor's relabelings; lab/operator_scrape.py) and the groups of the
+PrometheusRule the chart renders (alerts/*.rules.yml with the chart's values applied), evaluated on what the lab's
+exporters expose, and alerts/alertmanager.example.yml's routing and inhibit rules applied to them.
 
 Both run inside the first node's network namespace (like a monitoring pod on the node), listen on 127.0.0.1
 there, and scrape every exporter by its pod IP — nothing listens or connects in the root namespace. Their
 configs and data live under ``<state dir>/monitoring``; their processes are recorded in ``state.json``, so
 ``python -m lab down`` stops them with everything else.
 
-The rule files are used as they are. Two documented changes for the lab: scrape and rule evaluation every
+The rules are used as the chart renders them. Two documented changes for the lab: scrape and rule evaluation every
 second (so the real ``for:`` durations are what a test waits for), and Alertmanager's receivers reduced to
 their names (nothing to deliver to in a lab) with a 1 s group wait; routes and inhibit rules are the example's.
 """
@@ -24,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from . import netns
+from . import netns, operator_scrape
 from .netns import LabError
 from .state import LabState, Proc, state_dir
 from .topology import Topology
@@ -50,24 +53,23 @@ def netns_of(topo: Topology) -> str:
     return topo.nodes[0].netns
 
 
-def rule_files() -> list[Path]:
-    return sorted(ALERTS_DIR.glob("*.rules.yml"))
-
-
-def prometheus_config(topo: Topology, scrape_configs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The lab's Prometheus config: a static job per exporter, or `scrape_configs` instead (e.g. what
-    prometheus-operator would generate for the chart's monitor: lab/operator_scrape.py)."""
-    targets = []
-    for node, exporter in sorted(topo.exporters.items()):
-        address = str(exporter["metrics"]).removeprefix("http://").removesuffix("/metrics")
-        # `node` is the label the meta alerts key on; in a cluster it comes from relabeling
-        # __meta_kubernetes_pod_node_name (docs/alerts.md).
-        targets.append({"targets": [address], "labels": {"node": node}})
+def prometheus_config(
+    topo: Topology, scrape_configs: list[dict[str, Any]] | None = None, *, rules_dir: Path | None = None
+) -> dict[str, Any]:
+    """The lab's Prometheus config, as prometheus-operator would write it for the chart installed beside
+    kube-prometheus-stack: the ServiceMonitor's scrape job (its target labels and relabelings; lab/operator_scrape.py)
+    and the rendered PrometheusRule's groups, written under ``rules_dir``. ``scrape_configs`` replaces the job
+    (e.g. the PodMonitor's)."""
+    stack = operator_scrape.stack_monitoring(topo.exporters, "ServiceMonitor", INTERVAL)
+    rules_dir = rules_dir or monitoring_dir() / "rules"
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    rules_file = rules_dir / f"{operator_scrape.NAMESPACE}-{operator_scrape.RELEASE}.rules.yml"
+    rules_file.write_text(yaml.safe_dump({"groups": stack.rule_groups}, sort_keys=False))
     return {
         "global": {"scrape_interval": INTERVAL, "scrape_timeout": INTERVAL, "evaluation_interval": INTERVAL},
-        "rule_files": [str(p) for p in rule_files()],
+        "rule_files": [str(rules_file)],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [ALERTMANAGER_ADDR]}]}]},
-        "scrape_configs": scrape_configs or [{"job_name": JOB, "static_configs": targets}],
+        "scrape_configs": scrape_configs or [stack.scrape_config],
     }
 
 

@@ -245,3 +245,66 @@ def endpoint_targets(service: ServiceMeta, pods: Iterable[PodMeta]) -> list[dict
             labels[f"__meta_kubernetes_service_labelpresent_{sanitize(key)}"] = "true"
         groups.append({"targets": [f"{pod.ip}:{pod.port}"], "labels": labels})
     return groups
+
+
+# --- the chart, rendered for kube-prometheus-stack, as the lab's Prometheus runs it -----------------------------
+
+RELEASE, NAMESPACE = "netpath-exporter", "monitoring"
+
+
+@dataclass(frozen=True)
+class StackMonitoring:
+    """What prometheus-operator would load into Prometheus for the chart: the monitor's scrape job and the
+    PrometheusRule's groups, both from one `helm template` of the chart."""
+
+    scrape_config: dict[str, Any]
+    rule_groups: list[dict[str, Any]]
+
+
+def chart_objects(kind: str = "ServiceMonitor", chart: Any = None) -> dict[str, dict[str, Any]]:
+    """The chart rendered for kube-prometheus-stack with the monitor of `kind`: {Kind/name: object}."""
+    import helm_python as helm  # the dev extra: the lab's operator-style scrape and the chart tests need it
+    import yaml
+
+    from .image import CHART
+
+    values = {"prometheus": {"stack": "kube-prometheus-stack", "monitor": {"kind": kind}}}
+    with helm.Chart.load(chart or CHART) as loaded:
+        manifests = loaded.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = [d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def stack_monitoring(exporters: Mapping[str, Mapping[str, str]], kind: str, interval: str) -> StackMonitoring:
+    """The operator's scrape job for the chart's `kind` monitor over the lab's exporter pods (``exporters``:
+    node -> {pod, ip, metrics} as in the topology), and the rendered PrometheusRule's groups."""
+    objects = chart_objects(kind)
+    (monitor,) = [o for o in objects.values() if o["kind"] == kind]
+    (daemonset,) = [o for o in objects.values() if o["kind"] == "DaemonSet"]
+    rules = [o for o in objects.values() if o["kind"] == "PrometheusRule"]
+    if len(rules) != 1:
+        raise ValueError(f"the chart rendered {len(rules)} PrometheusRules for kube-prometheus-stack, expected 1")
+    template = daemonset["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    port = next(p for p in container["ports"] if p["name"] == "metrics")
+    pods = [
+        PodMeta(
+            name=e["pod"], namespace=NAMESPACE, node=node, ip=e["ip"], container=container["name"],
+            port_name=port["name"], port=int(e["metrics"].rsplit(":", 1)[1].split("/")[0]),
+            labels=template["metadata"]["labels"],
+        )
+        for node, e in sorted(exporters.items())
+    ]  # fmt: skip
+    if kind == "PodMonitor":
+        job = pod_monitor_scrape_config(monitor, pod_targets(pods), interval=interval)
+    else:
+        # Both of the chart's Services select the exporter pods: discovery lists both, and the monitor's selector
+        # must keep only the headless one (one scrape per exporter).
+        services = [
+            ServiceMeta(o["metadata"]["name"], NAMESPACE, o["metadata"].get("labels", {}))
+            for o in objects.values()
+            if o["kind"] == "Service"
+        ]
+        targets = [group for service in services for group in endpoint_targets(service, pods)]
+        job = service_monitor_scrape_config(monitor, targets, interval=interval)
+    return StackMonitoring(scrape_config=job, rule_groups=list(rules[0]["spec"]["groups"]))

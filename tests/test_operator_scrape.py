@@ -4,6 +4,7 @@ tests/lab/test_operator_scrape_live.py's part (a real Prometheus relabeling the 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -79,4 +80,34 @@ def test_promtool_accepts_the_generated_jobs(kind: str, tmp_path: Path) -> None:
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({"scrape_configs": [job]}))
     done = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+LAB_EXPORTERS = {
+    f"node{i}": {"pod": f"netpath-exporter-n{i}", "ip": f"10.42.{i}.2", "metrics": f"http://10.42.{i}.2:10047/metrics"}
+    for i in (1, 2, 3)
+}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) is not installed")
+def test_the_lab_prometheus_config_is_the_chart_servicemonitor_job_and_rendered_rules(tmp_path: Path) -> None:
+    # What every lab Prometheus runs (lab/monitoring.py): the operator's job for the chart's ServiceMonitor over
+    # the exporter pods, and the rendered PrometheusRule's groups as the only rule file.
+    from lab import monitoring
+    from lab.topology import build
+
+    topo = build(3, 1500, str(tmp_path / "state"), "every-node")
+    topo = dataclasses.replace(topo, exporters=LAB_EXPORTERS)
+    config = monitoring.prometheus_config(topo, rules_dir=tmp_path / "rules")
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "serviceMonitor/monitoring/netpath-exporter/0"
+    # both chart Services' endpoints are offered, as discovery lists them; the relabeling keeps one per pod
+    assert len(job["static_configs"]) == 2 * len(LAB_EXPORTERS)
+    (rules_file,) = config["rule_files"]
+    rendered = operator_scrape.chart_objects("ServiceMonitor")
+    (rule,) = [o for o in rendered.values() if o["kind"] == "PrometheusRule"]
+    assert yaml.safe_load(Path(rules_file).read_text()) == {"groups": rule["spec"]["groups"]}
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    done = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -4,68 +4,30 @@ labels job, namespace, service, pod, container, endpoint, instance, the monitor'
 false), with alerts/*.rules.yml loaded. The per-Service recording rules must carry the probed Service, and no
 exporter label may arrive renamed exported_*.
 
-The lab has no Kubernetes API for discovery, so the targets carry the __meta_kubernetes_* labels discovery would
-give the chart's pods (release netpath-exporter in namespace monitoring) and Prometheus applies the relabeling.
+The lab has no Kubernetes API for Prometheus' discovery, so the targets carry the __meta_kubernetes_* labels
+discovery would give the chart's pods (release netpath-exporter in namespace monitoring) and Prometheus applies
+the relabeling. Every lab Prometheus scrapes this way (lab/monitoring.py); this test also covers the PodMonitor.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import helm_python as helm
 import pytest
-import yaml
 
 from lab import exporters, monitoring, operator_scrape
 from lab.monitoring import wait_for
-from lab.operator_scrape import PodMeta, ServiceMeta
 from lab.topology import Topology
 
 pytestmark = pytest.mark.lab
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "netpath-exporter"
-RELEASE, NAMESPACE = "netpath-exporter", "monitoring"
-
-
-def chart_objects(kind: str) -> dict[str, dict[str, Any]]:
-    """The chart rendered for kube-prometheus-stack with the monitor of `kind`: {kind/name: object}."""
-    values = {"prometheus": {"stack": "kube-prometheus-stack", "monitor": {"kind": kind}}}
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    docs = [d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
-    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+RELEASE, NAMESPACE = operator_scrape.RELEASE, operator_scrape.NAMESPACE
 
 
 def scrape_config(topo: Topology, kind: str) -> dict[str, Any]:
-    objects = chart_objects(kind)
-    (monitor,) = [o for o in objects.values() if o["kind"] == kind]
-    (daemonset,) = [o for o in objects.values() if o["kind"] == "DaemonSet"]
-    template = daemonset["spec"]["template"]
-    container = template["spec"]["containers"][0]
-    port = next(p for p in container["ports"] if p["name"] == "metrics")
-    pods = [
-        PodMeta(
-            name=e["pod"], namespace=NAMESPACE, node=node, ip=e["ip"], container=container["name"],
-            port_name=port["name"], port=int(e["metrics"].rsplit(":", 1)[1].split("/")[0]),
-            labels=template["metadata"]["labels"],
-        )
-        for node, e in sorted(topo.exporters.items())
-    ]  # fmt: skip
-    if kind == "PodMonitor":
-        return operator_scrape.pod_monitor_scrape_config(
-            monitor, operator_scrape.pod_targets(pods), interval=monitoring.INTERVAL
-        )
-    (peers,) = [o for o in objects.values() if o["kind"] == "Service" and o["spec"].get("clusterIP") == "None"]
-    service = ServiceMeta(peers["metadata"]["name"], NAMESPACE, peers["metadata"]["labels"])
-    # The other Service of the chart selects the same pods: discovery lists them too, and the monitor's
-    # selector must drop them (one scrape per exporter).
-    (self_probe,) = [o for o in objects.values() if o["kind"] == "Service" and o["spec"].get("clusterIP") != "None"]
-    other = ServiceMeta(self_probe["metadata"]["name"], NAMESPACE, self_probe["metadata"]["labels"])
-    targets = operator_scrape.endpoint_targets(service, pods) + operator_scrape.endpoint_targets(other, pods)
-    return operator_scrape.service_monitor_scrape_config(monitor, targets, interval=monitoring.INTERVAL)
+    return operator_scrape.stack_monitoring(topo.exporters, kind, monitoring.INTERVAL).scrape_config
 
 
 def probed_services(topo: Topology) -> set[str]:
