@@ -60,7 +60,7 @@ test-lab: deps venv
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -m lab
 
 demo: deps venv
-	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m lab.demo
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m lab.demo $(DEMO_ARGS)
 
 bench: deps venv
 	$(BIN)/python bench/probe_cost.py

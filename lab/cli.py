@@ -21,6 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mtu", type=int, default=1500, help="underlay MTU (default 1500; 1450 is Hetzner-like)")
     up.add_argument("--no-exporters", action="store_true", help="do not start the exporters")
     up.add_argument(
+        "--image",
+        action="store_true",
+        help="run the exporters from the container image with the chart's rendered config (builds it first)",
+    )
+    up.add_argument(
         "--ingress",
         choices=INGRESS_LAYOUTS,
         default=INGRESS_EVERY_NODE,
@@ -45,7 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "up":
-            topo = cluster.up(args.nodes, args.mtu, with_exporters=not args.no_exporters, ingress=args.ingress)
+            if args.image and not args.no_exporters:
+                from . import image
+
+                image.build()  # seconds when nothing changed
+            topo = cluster.up(
+                args.nodes,
+                args.mtu,
+                with_exporters=not args.no_exporters,
+                ingress=args.ingress,
+                from_image=args.image,
+            )
             print(f"lab up: {len(topo.nodes)} nodes, {len(topo.pods)} pods; topology in {topology_path()}")
         elif args.command == "down":
             removed = cluster.down()

@@ -56,7 +56,17 @@ def load_topology() -> Topology:
     return Topology.load(path)
 
 
-def up(nodes: int = 3, mtu: int = 1500, *, with_exporters: bool = True, ingress: str = INGRESS_EVERY_NODE) -> Topology:
+def up(
+    nodes: int = 3,
+    mtu: int = 1500,
+    *,
+    with_exporters: bool = True,
+    ingress: str = INGRESS_EVERY_NODE,
+    from_image: bool = False,
+) -> Topology:
+    """Build the lab. The exporters run as venv processes with the lab's config files, or with ``from_image`` as
+    containers of the image with the chart's rendered config and securityContext (lab/image.py; build the image
+    first, holding the lab lock: :func:`lab.image.build`)."""
     topo = build(nodes, mtu, str(state_dir()), ingress)  # bad --nodes/--mtu/--ingress are reported before anything else
     leftovers = netns.lab_namespaces()
     if leftovers or topology_path().exists():
@@ -86,7 +96,11 @@ def up(nodes: int = 3, mtu: int = 1500, *, with_exporters: bool = True, ingress:
             apply_rules(topo, node, {})
         workloads.start_all(topo, state)
         exporters.write_configs(topo)
-        if with_exporters:
+        if with_exporters and from_image:
+            from . import image  # podman and helm-python: only this path needs them
+
+            image.start_lab_exporters(topo, state_dir() / "volumes")
+        elif with_exporters:
             exporters.start_exporters(topo, state)
     except BaseException:
         down()
@@ -146,6 +160,10 @@ def status() -> str:
     for name, proc in sorted(state.processes.items()):
         alive = "running" if workloads._running(proc.pid) else "DEAD"
         lines.append(f"  process {name} pid {proc.pid} in {proc.netns}: {alive}")
+    if shutil.which("podman") is not None:
+        from . import image
+
+        lines += [f"  container {name}" for name in image.lab_containers()]
     if state.faults:
         for fault, where in state.faults.items():
             lines.append(

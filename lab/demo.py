@@ -1,10 +1,14 @@
 """`make demo`: build the lab, show what every exporter sees while healthy, break the ClusterIP NAT hook on
 node2 (the reported pattern: pod IPs fine, ClusterIPs and DNS failing, 504 at the ingress from that node),
 show it again, heal, tear down. Always tears down, also on Ctrl-C or an error.
+
+The exporters run from the container image (`make image`'s build, done first), started as the chart's DaemonSet
+runs them (lab/image.py); ``--no-image`` runs them as venv processes instead, the quick developer path.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -32,26 +36,35 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--no-image", action="store_true", help="exporters as venv processes, not the image")
+    args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("lab demo: needs root (network namespaces, iptables)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     with cluster.exclusive():
-        return _demo(started)
+        return _demo(started, from_image=not args.no_image)
 
 
-def _demo(started: float) -> int:
+def _demo(started: float, *, from_image: bool) -> int:
     named, report = False, ""
     try:
         cluster.down()  # leftovers of an interrupted run
+        if from_image:
+            from . import image
+
+            banner("make image: the container image from the Dockerfile (seconds when nothing changed)")
+            image.build()
+        how = "from the image, as the chart's DaemonSet runs it" if from_image else "as venv processes (--no-image)"
         banner(
             "lab up: 3 nodes (flannel-like VXLAN, kube-proxy-like NAT, UFW-like firewall), CoreDNS "
-            "(dnsmasq), keybuzz-front x2, nginx ingress per node, one netpath-exporter per node"
+            f"(dnsmasq), keybuzz-front x2, nginx ingress per node, one netpath-exporter per node {how}"
         )
-        topo = cluster.up(3, 1500)
-        monitoring.start(topo)  # Prometheus + Alertmanager in nplab-node1, scraping every exporter each second
+        topo = cluster.up(3, 1500, from_image=from_image)
+        monitoring.start(topo)  # Prometheus + Alertmanager in nplab-node1, scraping as the operator would
         print(cluster.status(), flush=True)
         banner("healthy: what every exporter pod sees")
         tables(topo)
@@ -64,7 +77,10 @@ def _demo(started: float) -> int:
             flush=True,
         )
         named, report = probe.diagnosis(topo, BROKEN_NODE)  # shown last, as the demo's conclusion
-        banner(f"alerts in Prometheus and Alertmanager ({topo.nodes[0].netns}): alerts/*.rules.yml, the example routes")
+        banner(
+            f"alerts in Prometheus and Alertmanager ({topo.nodes[0].netns}): the chart's ServiceMonitor scrape and "
+            "PrometheusRule, the example routes"
+        )
         fired = monitoring.wait_firing(topo, "NetpathClusterIPPathFailing", ALERT_WAIT, source_node=BROKEN_NODE)
         if not fired:
             print(f"(NetpathClusterIPPathFailing for {BROKEN_NODE} not firing within {ALERT_WAIT:.0f} s)", flush=True)

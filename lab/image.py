@@ -194,6 +194,34 @@ def without_discovery(rendered: Rendered) -> Rendered:
     return Rendered(pod_spec=rendered.pod_spec, config_maps=config_maps)
 
 
+# What the lab's own exporters (lab/exporters.py) do, as chart values: the lab's cadence (5 s probes, 1 s timeout,
+# node facts every 5 s, so scenarios are named within seconds), node facts of the host and the node perspective
+# (hostPID, root, the capabilities the chart adds for them).
+LAB_EXPORTER_VALUES: dict[str, Any] = {
+    "probes": {"interval": f"{exporters.PROBE_INTERVAL:g}s", "timeout": f"{exporters.PROBE_TIMEOUT:g}s"},
+    "nodeFacts": {"hostNetworkNamespace": True, "interval": f"{exporters.FACTS_INTERVAL:g}s"},
+    "nodePerspective": {"enabled": True},
+}
+
+
+def start_lab_exporters(topo: Topology, volumes_dir: Path, within: float = 60.0) -> list[Container]:
+    """One exporter container per node, from the chart rendered with the lab's values (the lab's targets as
+    ``probes.extraTargets``, LAB_EXPORTER_VALUES), each in its node's exporter pod namespace; returns when every
+    one answers /readyz. The lab must be up without exporters of its own (``with_exporters=False``)."""
+    started: list[Container] = []
+    try:
+        for node in topo.nodes:
+            rendered = without_discovery(render_chart(lab_values(topo, node.name, **LAB_EXPORTER_VALUES)))
+            started.append(start_exporter(topo, node.name, rendered, volumes_dir))
+        for node, container in zip(topo.nodes, started, strict=True):
+            wait_ready(topo, node.name, container, within)
+    except BaseException:
+        for container in started:
+            remove(container)
+        raise
+    return started
+
+
 def downward_for(topo: Topology, node: str) -> Downward:
     pod = topo.pod_on(EXPORTER, node)
     return Downward(node_name=node, namespace=NAMESPACE, pod_ip=pod.ip, pod_name=pod.name)
