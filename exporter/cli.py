@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print JSON (one list of results) instead of a table")
 
     diagnose = sub.add_parser(
-        "diagnose", help="name the likely cause: probe a few rounds now, or ask a running exporter (--url)"
+        "diagnose",
+        help="name the likely cause: probe a few rounds now, ask a running exporter (--url) or all (--cluster)",
     )
     where = diagnose.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="YAML config file: probe its targets now, then report")

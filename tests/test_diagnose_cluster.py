@@ -27,7 +27,7 @@ from test_diagnose import (
     kube_iptables,
 )
 
-from exporter.cli import _json_response, main, parse_service
+from exporter.cli import _json_response, fetch_diagnoses, main, parse_service
 from exporter.diagnose.cluster import ClusterView, ExporterAnswer, combine, exit_status, render_cluster
 from exporter.model import AnyTarget, ProbeResult, Reason
 from exporter.server import MetricsServer
@@ -208,6 +208,21 @@ def serving(node: Node) -> Iterator[str]:
         server.close()
 
 
+async def test_an_exporter_that_does_not_answer_in_time_is_an_answer_saying_so(blackhole_listener: Any) -> None:
+    silent = f"http://{blackhole_listener.host}:{blackhole_listener.port}"
+    (per_exporter,) = await fetch_diagnoses([silent], timeout=0.3, total=5.0)
+    assert per_exporter.doc is None and per_exporter.error.startswith("ConnectTimeout")
+    (bounded,) = await fetch_diagnoses([silent], timeout=5.0, total=0.3)
+    assert bounded.doc is None and bounded.error == "no answer within the 0.3 s bound for all exporters"
+
+
+async def test_an_http_server_without_diagnose_is_no_answer() -> None:
+    with serving(healthy("node1")) as url:
+        answers = await fetch_diagnoses([url + "/nothing-here", url])
+    assert answers[0].doc is None and "404" in answers[0].error
+    assert answers[1].doc is not None and answers[1].doc["source_node"] == "node1"
+
+
 def test_cli_cluster_with_one_exporter_answering_and_one_dead(closed_port: Any, capsys: Any) -> None:
     dead = f"http://{closed_port.host}:{closed_port.port}"
     with serving(nat_broken_ingress_node()) as url:
@@ -275,3 +290,32 @@ def test_cluster_service_is_host_and_optional_port(value: str, expected: tuple[s
 def test_a_bad_cluster_service_is_a_usage_error_naming_it(value: str, capsys: Any) -> None:
     assert main(["diagnose", "--cluster-service", value]) == 2
     assert "--cluster-service" in capsys.readouterr().err
+
+
+def test_the_documented_cluster_service_is_the_charts_headless_service(capsys: Any) -> None:
+    """docs/diagnosis.md and the --cluster-service help name netpath-exporter-peers.monitoring…:10047; that is what
+    `helm install netpath-exporter charts/netpath-exporter -n monitoring` (README) renders."""
+    from pathlib import Path
+
+    import helm_python as helm
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    with helm.Chart.load(repo / "charts" / "netpath-exporter") as chart:
+        manifests = chart.render({}, name="netpath-exporter", namespace="monitoring")
+    services = [
+        obj
+        for path, text in manifests.items()
+        if path.endswith(".yaml")
+        for obj in yaml.safe_load_all(text)
+        if obj and obj["kind"] == "Service" and obj["spec"].get("clusterIP") == "None"
+    ]
+    (headless,) = services
+    name = f"{headless['metadata']['name']}.{headless['metadata']['namespace']}.svc.cluster.local"
+    assert name == "netpath-exporter-peers.monitoring.svc.cluster.local"
+    assert [p["port"] for p in headless["spec"]["ports"]] == [10047]
+    assert name in (repo / "docs" / "diagnosis.md").read_text() and name in (repo / "README.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, also at hyphens
+    assert name in help_text and "default10047" in help_text
