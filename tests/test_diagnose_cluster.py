@@ -142,6 +142,18 @@ def test_an_owner_that_names_no_cause_for_its_component_takes_no_blame() -> None
     assert view.headline().startswith("unknown: node1 → node1 ingress fails (ingress-node1)")
 
 
+def test_a_silent_leg_to_the_ingress_node_is_not_the_ingress_nodes_fault() -> None:
+    # node1's NAT is broken (its ingress says 504); node2's requests to that ingress get no answer at all, so
+    # node2's own leg to node1 fails: not something node1's NAT explains
+    def silent_ingress(target: AnyTarget) -> ProbeResult:
+        return ProbeResult.failure(Reason.CONNECT_TIMEOUT, target.timeout, "connect timed out")
+
+    node2 = Node("node2", ingress_on="node1").rounds(6).rounds(3, breaking(ingress_504, silent_ingress))
+    view = combine([answered(nat_broken_ingress_node()), answered(node2.facts(NODE_FACTS))])
+    assert all(n.sees == () for n in view.nodes) and all(not leg.seen_on for leg in view.failing)
+    assert view.headline() == "clusterip_nat_broken on node1; also unknown: node2 → node1 ingress fails (ingress-node1)"
+
+
 def test_a_node_with_its_own_cause_is_listed_with_it_even_when_it_also_sees_the_ingress_fail() -> None:
     own_and_remote = breaking(is_service, gateway_timeout_or_silence)
     node2 = Node("node2", ingress_on="node1").rounds(6).rounds(3, own_and_remote).facts(NODE_FACTS)
@@ -149,6 +161,14 @@ def test_a_node_with_its_own_cause_is_listed_with_it_even_when_it_also_sees_the_
     assert [(c.node, c.cause) for c in view.named] == [("node1", "clusterip_nat_broken"), ("node2", "forward_drop")]
     assert all(n.sees == () for n in view.nodes)
     assert view.headline() == "clusterip_nat_broken on node1; forward_drop on node2"
+    # its leg through node1's ingress got 504s: node1's fault, not left unexplained and not node2's forward_drop
+    remote = [leg for leg in view.failing if leg.source_node == "node2" and leg.target_node == "node1"]
+    assert {leg.name for leg in remote} == {"ingress-node1", "ingress-node1-slow"}
+    assert all(leg.seen_on == "node1" and leg.seen_causes == ("clusterip_nat_broken",) for leg in remote)
+    report = render_cluster(view)
+    assert "node node1's fault (clusterip_nat_broken there)" in report
+    steps = report.split("Next steps:")[1]
+    assert "forward_drop on node2:" in steps and "unknown on" not in steps
 
 
 # --- unreachable exporters and the all-clear ------------------------------------------------------------------

@@ -9,10 +9,13 @@ that explains that component failing on X, sees X's fault; it is listed as such,
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .report import _line
+from .window import ANSWERS
+
+_ANSWER_REASONS = frozenset(r.value for r in ANSWERS)
 
 UNKNOWN = "unknown"
 FAILING = ("down", "flaky")
@@ -37,6 +40,13 @@ class FailingLeg:
     name: str
     explained_by: str  # the cause of the source node's verdict that explains it ("" none)
     record: dict[str, Any]  # the target's record in the source node's document
+    seen_on: str = ""  # the node whose own named cause explains this component failing ("": none)
+    seen_causes: tuple[str, ...] = ()  # those causes, as that node names them
+
+    @property
+    def unexplained(self) -> bool:
+        """Neither the source node's own named cause nor the component's node explains it."""
+        return not self.seen_on and self.explained_by in ("", UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,10 @@ class ClusterView:
         return tuple(leg for n in self.nodes for leg in n.failing)
 
     @property
+    def unexplained(self) -> tuple[FailingLeg, ...]:
+        return tuple(leg for leg in self.failing if leg.unexplained)
+
+    @property
     def all_clean(self) -> bool:
         return bool(self.nodes) and not self.unreachable and all(n.clean for n in self.nodes)
 
@@ -108,7 +122,10 @@ class ClusterView:
             by_cause: dict[str, list[str]] = {}
             for c in self.named:
                 by_cause.setdefault(c.cause, []).append(c.node)
-            return "; ".join(f"{cause} on {', '.join(dict.fromkeys(nodes))}" for cause, nodes in by_cause.items())
+            named = "; ".join(f"{cause} on {', '.join(dict.fromkeys(nodes))}" for cause, nodes in by_cause.items())
+            if self.unexplained:  # a named cause elsewhere does not make these go away
+                named += f"; also {UNKNOWN}: " + "; ".join(_where(legs) for legs in _by_route(self.unexplained))
+            return named
         if self.failing:
             return f"{UNKNOWN}: " + "; ".join(_where(legs) for legs in _by_route(self.failing))
         if any(n.verdicts for n in self.nodes):
@@ -131,6 +148,7 @@ class ClusterView:
                     "path": leg.path,
                     "name": leg.name,
                     "explained_by": leg.explained_by,
+                    "seen_on": leg.seen_on,
                 }
                 for leg in self.failing
             ],
@@ -156,11 +174,11 @@ def combine(answers: Iterable[ExporterAnswer]) -> ClusterView:
     by_node = {doc["source_node"]: doc for _, doc in docs}
     nodes = []
     for exporter, doc in docs:
-        failing = tuple(_failing_legs(doc))
+        failing = tuple(_attributed(leg, by_node) for leg in _failing_legs(doc))
         named = tuple(
             NamedCause(doc["source_node"], v["cause"], v["summary"]) for v in doc["verdicts"] if v["cause"] != UNKNOWN
         )
-        sees = () if named or not failing else _seen_through(failing, by_node)
+        sees = () if named or not failing or not all(leg.seen_on for leg in failing) else _seen_through(failing)
         nodes.append(NodeView(doc["source_node"], exporter, doc, failing, named, sees))
     return ClusterView(tuple(nodes), tuple(unreachable))
 
@@ -173,43 +191,69 @@ def _failing_legs(doc: dict[str, Any]) -> Iterable[FailingLeg]:
             )
 
 
-def _seen_through(failing: Sequence[FailingLeg], by_node: dict[str, dict[str, Any]]) -> tuple[SeenThrough, ...]:
-    """Empty unless every failing leg goes to a component on another node whose own exporter names a cause
-    explaining that same component (same path, on that node) failing there too."""
+def _attributed(leg: FailingLeg, by_node: dict[str, dict[str, Any]]) -> FailingLeg:
+    """The leg with `seen_on` set when it is another node's fault: it goes to a component on another node X,
+    got answers from it (so this node's leg to X works), is not explained by a named cause of this node, and
+    X's own exporter names a cause explaining that same component failing on X."""
+    owner_doc = by_node.get(leg.target_node)
+    if (
+        owner_doc is None
+        or leg.target_node == leg.source_node
+        or leg.explained_by not in ("", UNKNOWN)
+        or not _answered(leg)
+    ):
+        return leg
+    causes = _owner_causes(owner_doc, leg)
+    return replace(leg, seen_on=leg.target_node, seen_causes=causes) if causes else leg
+
+
+def _seen_through(failing: Sequence[FailingLeg]) -> tuple[SeenThrough, ...]:
     owners: dict[str, list[FailingLeg]] = {}
     for leg in failing:
-        owner_doc = by_node.get(leg.target_node)
-        if not leg.target_node or leg.target_node == leg.source_node or owner_doc is None:
-            return ()
-        if not _owner_explains(owner_doc, leg):
-            return ()
-        owners.setdefault(leg.target_node, []).append(leg)
-    out = []
-    for owner, legs in owners.items():
-        causes = {
-            t.get("explained_by", "")
-            for t in by_node[owner]["targets"]
-            if any(_same_component(t, leg, owner) for leg in legs) and t.get("explained_by", "") not in ("", UNKNOWN)
-        }
-        out.append(SeenThrough(owner, tuple(dict.fromkeys(leg.name for leg in legs)), tuple(sorted(causes))))
-    return tuple(out)
+        owners.setdefault(leg.seen_on, []).append(leg)
+    return tuple(
+        SeenThrough(
+            owner,
+            tuple(dict.fromkeys(leg.name for leg in legs)),
+            tuple(sorted({c for leg in legs for c in leg.seen_causes})),
+        )
+        for owner, legs in owners.items()
+    )
+
+
+def _answered(leg: FailingLeg) -> bool:
+    """Every failure of the leg was an answer (an HTTP error, refused): the component was reached, so this
+    node's leg to it works. A silent leg is this node's own (principle 3: the overlay towards the owner), never
+    the owner's fault."""
+    reasons = leg.record.get("reasons") or {}
+    return bool(reasons) and all(reason in _ANSWER_REASONS for reason in reasons)
 
 
 def _same_component(record: dict[str, Any], leg: FailingLeg, owner: str) -> bool:
-    """The same component as the leg reaches: on `owner`, the same path, via and transport."""
+    """The same component as the leg reaches: on `owner`, the same path, via and transport, and the same
+    target (name or address: another pod on that node is another component)."""
     return bool(
         record.get("target_node") == owner
         and record["path"] == leg.path
         and record.get("via") == leg.record.get("via")
         and record.get("transport") == leg.record.get("transport")
+        and (record["name"] == leg.name or record.get("address") == leg.record.get("address"))
     )
 
 
-def _owner_explains(owner_doc: dict[str, Any], leg: FailingLeg) -> bool:
+def _owner_causes(owner_doc: dict[str, Any], leg: FailingLeg) -> tuple[str, ...]:
+    """The named causes the owner's document gives for the same component failing there."""
     owner = owner_doc["source_node"]
-    return any(
-        _same_component(t, leg, owner) and t["health"] in FAILING and t.get("explained_by", "") not in ("", UNKNOWN)
-        for t in owner_doc["targets"]
+    return tuple(
+        sorted(
+            {
+                t.get("explained_by", "")
+                for t in owner_doc["targets"]
+                if _same_component(t, leg, owner)
+                and t["health"] in FAILING
+                and t.get("explained_by", "") not in ("", UNKNOWN)
+            }
+        )
     )
 
 
@@ -257,7 +301,8 @@ def _render_node(node: NodeView) -> list[str]:
         lines.append(f"  Failing legs ({len(node.failing)}):")
         for leg in node.failing:
             mark = "❌" if leg.record["health"] == "down" else "⚠️"
-            lines.append(f"  {_line(leg.record, mark).replace(mark, f'{mark} {_route(leg)}', 1)}")
+            seen = f" — node {leg.seen_on}'s fault ({', '.join(leg.seen_causes)} there)" if leg.seen_on else ""
+            lines.append(f"  {_line(leg.record, mark).replace(mark, f'{mark} {_route(leg)}', 1)}{seen}")
     for verdict in node.verdicts:
         lines.append(f"  Evidence for {verdict['cause']}:")
         lines += [f"    - {e}" for e in verdict["evidence"]]
@@ -293,7 +338,10 @@ def _next_steps(view: ClusterView) -> list[str]:
     for node in view.nodes:
         if node.sees:
             continue
+        seen = {f"{leg.name}/{leg.record.get('transport')}" for leg in node.failing if leg.seen_on}
         for verdict in node.verdicts:
+            if verdict["cause"] == UNKNOWN and verdict["targets"] and set(verdict["targets"]) <= seen:
+                continue  # what it leaves unexplained is another node's fault, with that node's steps
             nodes, steps = by_cause.setdefault(verdict["cause"], ([], list(verdict["next_steps"])))
             nodes.append(node.node)
     lines = []
