@@ -2,7 +2,8 @@
 likely cause), ``check-config``.
 
 Exit status: 0 success; 1 ``probe`` found a failing target or ``diagnose`` named a cause; 2 bad config or
-usage (or, for ``diagnose --url``, no answer from the exporter). ``run`` exits 0 when SIGTERM/SIGINT stopped it
+usage (or, for ``diagnose --url``, no answer from the exporter; for ``diagnose --cluster`` /
+``--cluster-service``, no answer from any exporter). ``run`` exits 0 when SIGTERM/SIGINT stopped it
 cleanly, within SHUTDOWN_DEADLINE, and 1 when that deadline cut work short (the log names what).
 """
 
@@ -26,6 +27,9 @@ from . import __version__, logs
 from .app import Exporter, service_addresses
 from .config import Config, ConfigError, load_config, parse_listen
 from .diagnose import Localizer, render_report
+from .diagnose.cluster import ExporterAnswer, combine, render_cluster
+from .diagnose.cluster import exit_status as cluster_exit_status
+from .fields import DEFAULT_PORT
 from .model import AnyTarget, PathClass, ProbeResult
 from .probes import prepare as prepare_probes
 from .probes import run_probe
@@ -54,11 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print JSON (one list of results) instead of a table")
 
     diagnose = sub.add_parser(
-        "diagnose", help="name the likely cause: probe a few rounds now, or ask a running exporter (--url)"
+        "diagnose",
+        help="name the likely cause: probe a few rounds now, ask a running exporter (--url) or all (--cluster)",
     )
     where = diagnose.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="YAML config file: probe its targets now, then report")
     where.add_argument("--url", help="a running exporter, e.g. http://10.42.1.2:10047: report its /diagnose")
+    where.add_argument(
+        "--cluster",
+        nargs="+",
+        metavar="URL",
+        help="running exporters' base URLs: combine every node's /diagnose into one cluster report",
+    )
+    where.add_argument(
+        "--cluster-service",
+        metavar="HOST[:PORT]",
+        help="the chart's headless Service, e.g. netpath-exporter-peers.monitoring.svc.cluster.local: ask every "
+        f"pod it resolves to (A/AAAA) at PORT (default {DEFAULT_PORT}) and combine their /diagnose",
+    )
     diagnose.add_argument("--json", action="store_true", help="print the /diagnose JSON instead of the report")
     diagnose.add_argument("--rounds", type=int, default=3, help="probe rounds with --config (default 3, 2-20)")
     diagnose.add_argument("--every", type=float, default=1.0, help="seconds between rounds (default 1)")
@@ -89,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         if args.url:
             return _diagnose_url(args.url, as_json=args.json, out=sys.stdout)
+        if args.cluster or args.cluster_service:
+            return asyncio.run(_diagnose_cluster(args.cluster, args.cluster_service, as_json=args.json, out=sys.stdout))
     try:
         config = load_config(args.config if args.command != "check-config" else args.file)
         if args.command == "run" and args.listen:
@@ -348,6 +367,117 @@ def _diagnose_url(url: str, *, as_json: bool, out: TextIO) -> int:
         print(f"netpath-exporter: --url: cannot read {endpoint}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return _print_diagnosis(doc, as_json=as_json, out=out)
+
+
+# --- diagnose --cluster ---
+
+CLUSTER_EXPORTER_TIMEOUT = 5.0  # per exporter: connect, request and read its /diagnose
+CLUSTER_TOTAL_TIMEOUT = 15.0  # all of them, however many: what has not answered by then is "no answer"
+CLUSTER_CONCURRENCY = 32  # exporters asked at once
+_RESOLVE_TIMEOUT = 5.0
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_service(value: str) -> tuple[str, int]:
+    """HOST[:PORT] (an IPv6 literal in brackets: [::1]:10047) → (host, port)."""
+    host, port = value, DEFAULT_PORT
+    if value.startswith("["):
+        inside, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise UsageError(f"--cluster-service: expected HOST[:PORT], got {value!r}")
+        host, port_text = inside, rest[1:]
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    else:
+        port_text = ""
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise UsageError(f"--cluster-service: port: expected 1 to 65535, got {port_text!r}")
+        port = int(port_text)
+    if not host:
+        raise UsageError(f"--cluster-service: expected HOST[:PORT], got {value!r}")
+    return host, port
+
+
+async def resolve_service(host: str, port: int) -> list[str]:
+    """Every address (A and AAAA) the name resolves to, as exporter base URLs, in resolver order."""
+    import socket
+
+    infos = await asyncio.wait_for(
+        asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM), _RESOLVE_TIMEOUT
+    )
+    urls = []
+    for family, _, _, _, sockaddr in infos:
+        address = str(sockaddr[0])
+        urls.append(f"http://[{address}]:{port}" if family == socket.AF_INET6 else f"http://{address}:{port}")
+    return list(dict.fromkeys(urls))
+
+
+async def fetch_diagnoses(
+    urls: Sequence[str],
+    *,
+    timeout: float = CLUSTER_EXPORTER_TIMEOUT,
+    total: float = CLUSTER_TOTAL_TIMEOUT,
+) -> list[ExporterAnswer]:
+    """Every exporter's /diagnose, concurrently; one that does not answer (in time, or with a document) is an
+    answer with the reason, never an exception. In the order given."""
+    import httpx
+
+    slots = asyncio.Semaphore(CLUSTER_CONCURRENCY)
+
+    async def one(client: httpx.AsyncClient, url: str) -> ExporterAnswer:
+        endpoint = url.rstrip("/") + "/diagnose"
+        async with slots:
+            try:
+                response = await client.get(endpoint)
+                response.raise_for_status()
+                doc = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                return ExporterAnswer(url, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        if not isinstance(doc, dict) or not {"source_node", "targets", "verdicts"} <= doc.keys():
+            return ExporterAnswer(url, error="not a /diagnose document (no source_node, targets, verdicts)")
+        return ExporterAnswer(url, doc=doc)
+
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        tasks = [asyncio.create_task(one(client, url), name=f"diagnose {url}") for url in urls]
+        done, pending = await asyncio.wait(tasks, timeout=total)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+    answers = []
+    for url, task in zip(urls, tasks, strict=True):
+        if task in done:
+            answers.append(task.result())
+        else:
+            answers.append(ExporterAnswer(url, error=f"no answer within the {total:g} s bound for all exporters"))
+    return answers
+
+
+async def _diagnose_cluster(urls: Sequence[str] | None, service: str | None, *, as_json: bool, out: TextIO) -> int:
+    if service:
+        try:
+            host, port = parse_service(service)
+            urls = await resolve_service(host, port)
+        except UsageError as exc:
+            print(f"netpath-exporter: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except (OSError, TimeoutError) as exc:
+            print(f"netpath-exporter: --cluster-service: cannot resolve {service!r}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    urls = list(dict.fromkeys(urls or ()))
+    view = combine(await fetch_diagnoses(urls))
+    if as_json:
+        json.dump(view.as_dict(), out, indent=1)
+        out.write("\n")
+    else:
+        out.write(render_cluster(view))
+    if not view.nodes:
+        print(f"netpath-exporter: no exporter answered ({len(urls)} asked)", file=sys.stderr)
+    return cluster_exit_status(view)
 
 
 if __name__ == "__main__":  # pragma: no cover
