@@ -1120,3 +1120,18 @@ def test_tcp_dns_not_probed_since_udp_began_failing_is_no_contrast_for_the_race(
         for target in udp:
             node.localizer.record(target, silence(target))
     assert Cause.CONNTRACK_RACE not in node.causes()
+
+
+def test_what_works_is_never_shown_with_a_failure_of_its_own() -> None:
+    # Principle 4, found in the demo on the image: every exporter refused once while its peers were starting,
+    # and the unknown verdict's "works from here: … e.g. exporter-node3 …: 1 of 2 failed: refused ×1" contradicted
+    # itself. What worked since the failures began is described by those probes.
+    pods_refuse_once = breaking(lambda t: t.path is PathClass.POD_IP, refused)
+    service_refuses = breaking(lambda t: t.name == "svc-keybuzz-front", refused)
+    node = Node().rounds(1, pods_refuse_once).rounds(5).rounds(3, service_refuses).facts(NODE_FACTS)
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.UNKNOWN]
+    works = [e for e in verdicts[0].evidence if e.startswith("works from here:")]
+    assert any("pod_ip" in e for e in works), works
+    assert not [e for e in works if "failed" in e], works
+    assert any("since the failures began" in e for e in works if "pod_ip" in e), works

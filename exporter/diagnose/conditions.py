@@ -1002,7 +1002,8 @@ def ruled_out(p: Picture, since: float) -> list[str]:
             continue
         nodes = sorted({x.target.target_node for x in working if x.target.target_node})
         to = f" (to {', '.join(nodes)})" if nodes else ""
-        out.append(f"works from here: {len(working)} {path.value} targets{to}, e.g. {describe(working[0])}")
+        example = next((x for x in working if x.clean), working[0])  # one with no failure at all, if any
+        out.append(f"works from here: {len(working)} {path.value} targets{to}, e.g. {describe(example, since)}")
     return out
 
 

@@ -209,11 +209,19 @@ def onset(statuses: Iterable[TargetStatus]) -> float:
     return min((s.failing_since for s in statuses if s.failing_since is not None), default=0.0)
 
 
-def describe(status: TargetStatus) -> str:
-    """One target's state as evidence: "svc-front (cluster_ip 10.43.20.10:80): connect_timeout in 3 of 3"."""
+def describe(status: TargetStatus, since: float | None = None) -> str:
+    """One target's state as evidence: "svc-front (cluster_ip 10.43.20.10:80): connect_timeout in 3 of 3".
+
+    With ``since``, a target that has worked since then is described by those probes only ("ok in 2 since the
+    failures began"): an earlier failure of its own is not this fault's, and "works: … 1 of 2 failed" would
+    contradict itself (docs/diagnosis.md, principle 4)."""
     t = status.target
     where = f" → {t.target_node}" if t.target_node else ""
     reasons = status.failure_reasons
+    if since is not None and reasons and status.works_since(since):
+        probes = sum(1 for x in status.samples if x.at >= since)
+        head = f"{t.name} ({t.path.value} {t.transport.value} {t.address}{where})"
+        return f"{head}: ok in {probes} since the failures began"
     if not reasons:
         typical = status.typical_ok_seconds
         speed = f", {typical * 1000:.1f} ms" if typical is not None else ""
