@@ -207,6 +207,15 @@ class Node:
                 self.localizer.record(target, outcome(target, i))
         return self
 
+    def rounds_of(self, probed: Callable[[AnyTarget], bool], n: int, outcome: Outcome = healthy) -> Node:
+        """Rounds in which only the ``probed`` targets report (the others' next probe is not due yet)."""
+        for i in range(n):
+            self.clock.now += INTERVAL
+            for target in self.targets:
+                if probed(target):
+                    self.localizer.record(target, outcome(target, i))
+        return self
+
     def facts(self, snapshot: NodeFacts) -> Node:
         self.localizer.update_facts(replace(snapshot, read_at=self.clock.now + 0.1))
         return self
@@ -1135,3 +1144,18 @@ def test_what_works_is_never_shown_with_a_failure_of_its_own() -> None:
     assert any("pod_ip" in e for e in works), works
     assert not [e for e in works if "failed" in e], works
     assert any("since the failures began" in e for e in works if "pod_ip" in e), works
+
+
+def test_a_clusterip_not_probed_since_dns_began_failing_is_no_evidence_for_dns_service_path() -> None:
+    # The lab's clusterip-nat race: the DNS-via-Service targets time out first, the ClusterIP target is not due
+    # yet; its clean past must not make "DNS-specific Service path" the cause. Once it has worked since, it may.
+    def dns_only(t: AnyTarget) -> bool:
+        return t.path is PathClass.DNS
+
+    def via_service(t: AnyTarget) -> bool:
+        return t.path is PathClass.DNS and t.via is Via.SERVICE
+
+    node = Node().rounds(6).rounds_of(dns_only, 3, breaking(via_service)).facts(NODE_FACTS)
+    assert Cause.DNS_SERVICE_PATH not in node.causes()
+    node.rounds(1, breaking(via_service)).facts(NODE_FACTS)  # now the ClusterIP target answered since the onset
+    assert node.causes() == [Cause.DNS_SERVICE_PATH]
