@@ -356,17 +356,11 @@ async def _diagnose_now(config: Config, *, rounds: int, every: float, as_json: b
 
 
 def _diagnose_url(url: str, *, as_json: bool, out: TextIO) -> int:
-    import httpx
-
-    endpoint = url.rstrip("/") + "/diagnose"
-    try:
-        response = httpx.get(endpoint, timeout=5.0)
-        response.raise_for_status()
-        doc: dict[str, Any] = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        print(f"netpath-exporter: --url: cannot read {endpoint}: {exc}", file=sys.stderr)
+    (answer,) = asyncio.run(fetch_diagnoses([url]))  # one exporter: the cluster view's bounded fetch
+    if answer.doc is None:
+        print(f"netpath-exporter: --url: cannot read {url.rstrip('/')}/diagnose: {answer.error}", file=sys.stderr)
         return EXIT_CONFIG
-    return _print_diagnosis(doc, as_json=as_json, out=out)
+    return _print_diagnosis(answer.doc, as_json=as_json, out=out)
 
 
 # --- diagnose --cluster ---

@@ -68,8 +68,6 @@ from .model import (
     Via,
 )
 
-# Free in the Prometheus default port allocations as far as we could read them: 9100-9999 is exhausted and
-# new exporters take ports above 10000. 10047 avoids the Kubernetes node ports (10248-10259).
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 
 DEFAULT_PATH_VIA = {

@@ -61,7 +61,10 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 # monitor; above an hour the series go stale between probes many times over.
 PROBE_INTERVAL = (0.1, 3600.0)
 PROBE_TIMEOUT = (0.01, 3600.0)  # and never longer than the target's interval
-DEFAULT_PORT = 10047  # the exporter's metrics port (and the peers' port discovery probes)
+# The exporter's metrics port (and the peers' port discovery probes). Free in the Prometheus default port
+# allocations as far as we could read them: 9100-9999 is exhausted and new exporters take ports above 10000.
+# 10047 avoids the Kubernetes node ports (10248-10259).
+DEFAULT_PORT = 10047
 BUCKET_BOUND = (1e-6, 3600.0)
 FACTS_INTERVAL = (1.0, 3600.0)  # iptables-save every second is already a real cost on a big node
 WATCH_TIMEOUT = (1.0, 3600.0)  # the API server ends a watch after at most --min-request-timeout × 2 anyway

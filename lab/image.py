@@ -38,13 +38,13 @@ import yaml
 
 from . import exporters, monitoring, netns
 from .netns import LabError
+from .operator_scrape import NAMESPACE, RELEASE
 from .topology import EXPORTER, Topology
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "netpath-exporter"
 CONTAINERS_CONF = REPO / "deploy" / "containers.conf"
 BUILD_SCRIPT = REPO / "scripts" / "build-image.sh"
-RELEASE, NAMESPACE = "netpath-exporter", "monitoring"
 CONTAINER_PREFIX = "nplab-"  # every container the lab starts; `remove_all` removes exactly these
 PODMAN_TIMEOUT = 60.0  # seconds for one podman command (a run, a stop)
 BUILD_TIMEOUT = 900.0  # a first build: mmdebstrap, wheels, podman build
@@ -143,20 +143,26 @@ def build() -> None:
 # --- the chart ------------------------------------------------------------------------------------------------
 
 
-def render_chart(values: Mapping[str, Any]) -> Rendered:
-    """Render the chart as `helm install` would (release netpath-exporter in namespace monitoring)."""
-    import helm_python as helm  # the dev extra: only the lab's image path and the chart tests need it
+def render_objects(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every object the chart renders as `helm install` would (release netpath-exporter in namespace monitoring),
+    the values checked against values.schema.json first."""
+    import helm_python as helm  # the dev extra: only the lab's image and monitoring paths and the chart tests need it
 
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(chart.merge_values(dict(values)))
         manifests = chart.render(dict(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
-    docs = [
+    return [
         doc
         for path, text in sorted(manifests.items())
         if path.endswith(".yaml")
         for doc in yaml.safe_load_all(text)
         if doc
     ]
+
+
+def render_chart(values: Mapping[str, Any]) -> Rendered:
+    """The chart rendered for ``values``, as the kubelet sees it (:func:`render_objects`)."""
+    docs = render_objects(values)
     daemonsets = [d for d in docs if d["kind"] == "DaemonSet"]
     if len(daemonsets) != 1:
         raise LabError(f"the chart rendered {len(daemonsets)} DaemonSets, expected 1")

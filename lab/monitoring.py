@@ -37,7 +37,6 @@ PROMETHEUS = "prometheus"
 ALERTMANAGER = "prometheus-alertmanager"  # Debian's name for the alertmanager binary
 PROMETHEUS_ADDR = "127.0.0.1:9090"
 ALERTMANAGER_ADDR = "127.0.0.1:9093"
-JOB = "netpath-exporter"
 INTERVAL = "1s"
 READY_TIMEOUT = 30.0
 HTTP_TIMEOUT = 10.0

@@ -249,7 +249,7 @@ def endpoint_targets(service: ServiceMeta, pods: Iterable[PodMeta]) -> list[dict
 
 # --- the chart, rendered for kube-prometheus-stack, as the lab's Prometheus runs it -----------------------------
 
-RELEASE, NAMESPACE = "netpath-exporter", "monitoring"
+RELEASE, NAMESPACE = "netpath-exporter", "monitoring"  # the lab installs the chart as this release, there
 
 
 @dataclass(frozen=True)
@@ -261,18 +261,12 @@ class StackMonitoring:
     rule_groups: list[dict[str, Any]]
 
 
-def chart_objects(kind: str = "ServiceMonitor", chart: Any = None) -> dict[str, dict[str, Any]]:
+def chart_objects(kind: str = "ServiceMonitor") -> dict[str, dict[str, Any]]:
     """The chart rendered for kube-prometheus-stack with the monitor of `kind`: {Kind/name: object}."""
-    import helm_python as helm  # the dev extra: the lab's operator-style scrape and the chart tests need it
-    import yaml
-
-    from .image import CHART
+    from .image import render_objects  # helm-python, the dev extra: only the lab and the chart tests need it
 
     values = {"prometheus": {"stack": "kube-prometheus-stack", "monitor": {"kind": kind}}}
-    with helm.Chart.load(chart or CHART) as loaded:
-        manifests = loaded.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    docs = [d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
-    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in render_objects(values)}
 
 
 def stack_monitoring(exporters: Mapping[str, Mapping[str, str]], kind: str, interval: str) -> StackMonitoring:

@@ -19,6 +19,7 @@ POD_CIDR = "10.42.0.0/16"
 SERVICE_CIDR = "10.43.0.0/16"
 CLUSTER_DOMAIN = "cluster.local"
 KUBE_DNS_IP = "10.43.0.10"
+KUBERNETES_IP = "10.43.0.1"  # the `kubernetes` Service: K3s gives it the first address of --service-cidr
 VXLAN_VNI = 1
 VXLAN_PORT = 8472
 VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import netns
 from .netns import LabError
 from .state import LabState, Proc, state_dir
-from .topology import COREDNS, FRONT, INGRESS, Pod, Topology
+from .topology import COREDNS, FRONT, INGRESS, KUBERNETES_IP, Pod, Topology
 
 NGINX = "/usr/sbin/nginx"
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -84,10 +84,6 @@ def _tail(path: str, lines: int = 15) -> str:
 
 # dns-wrong-answer: CoreDNS answers the app's name with an address nothing serves (a stale record)
 WRONG_FRONT_IP = "10.43.99.99"
-# Every cluster's `kubernetes` Service (K3s: the first address of --service-cidr). The lab serves no API there yet
-# (issue 12, point 3), but its CoreDNS answers the name as a cluster's does: the chart's default DNS target asks
-# for it, so the image-run exporters (lab/image.py) probe DNS exactly as they would in a cluster.
-KUBERNETES_SERVICE_IP = "10.43.0.1"
 
 
 def dnsmasq_conf(topo: Topology, pod: Pod, wrong: bool = False) -> str:
@@ -105,7 +101,9 @@ def dnsmasq_conf(topo: Topology, pod: Pod, wrong: bool = False) -> str:
         f"host-record={s.dns_name},{WRONG_FRONT_IP if wrong and s.name == FRONT else s.cluster_ip}"
         for s in topo.services
     ]
-    lines.append(f"host-record=kubernetes.default.svc.{topo.cluster_domain},{KUBERNETES_SERVICE_IP}")
+    # Every cluster's `kubernetes` Service. The lab serves no API there yet (issue 12, point 3), but its CoreDNS
+    # answers the name as a cluster's does: the chart's default DNS target asks for it (lab/image.py's exporters).
+    lines.append(f"host-record=kubernetes.default.svc.{topo.cluster_domain},{KUBERNETES_IP}")
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .report import _line
+from .report import target_line
 from .window import ANSWERS
 
 _ANSWER_REASONS = frozenset(r.value for r in ANSWERS)
@@ -302,7 +302,7 @@ def _render_node(node: NodeView) -> list[str]:
         for leg in node.failing:
             mark = "❌" if leg.record["health"] == "down" else "⚠️"
             seen = f" — node {leg.seen_on}'s fault ({', '.join(leg.seen_causes)} there)" if leg.seen_on else ""
-            lines.append(f"  {_line(leg.record, mark).replace(mark, f'{mark} {_route(leg)}', 1)}{seen}")
+            lines.append(f"  {target_line(leg.record, mark, _route(leg))}{seen}")
     for verdict in node.verdicts:
         lines.append(f"  Evidence for {verdict['cause']}:")
         lines += [f"    - {e}" for e in verdict["evidence"]]

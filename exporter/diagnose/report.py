@@ -19,7 +19,8 @@ def _path_name(record: dict[str, Any]) -> str:
     return _PATH_NAMES.get(path, path)
 
 
-def _line(record: dict[str, Any], mark: str) -> str:
+def target_line(record: dict[str, Any], mark: str, route: str = "") -> str:
+    """One target's line; ``route`` ("node2 → node1") goes after the mark (the cluster view's legs)."""
     node = f" → {record['target_node']}" if record["target_node"] else ""
     where = f"{record['transport']} {record['address']}{node}"
     if record["failures"] == 0:
@@ -35,7 +36,8 @@ def _line(record: dict[str, Any], mark: str) -> str:
     if record["syn_retransmits"]:
         outcome += f", {record['syn_retransmits']} SYN retransmits"
     seen_from = " [from node]" if record.get("from") == "node" else ""
-    return f"  {mark} {_path_name(record):<15} {record['name']}{seen_from} ({where}): {outcome}"
+    lead = f"{mark} {route}" if route else mark
+    return f"  {lead} {_path_name(record):<15} {record['name']}{seen_from} ({where}): {outcome}"
 
 
 def render_report(doc: dict[str, Any]) -> str:
@@ -57,16 +59,16 @@ def render_report(doc: dict[str, Any]) -> str:
     pending = [t for t in targets if t["health"] == "pending"]
     lines.append("")
     lines.append(f"What works ({len(working)}):")
-    lines += [_line(t, "✅") for t in working] or ["  (nothing)"]
+    lines += [target_line(t, "✅") for t in working] or ["  (nothing)"]
     lines.append("")
     lines.append(f"What doesn't ({len(failing)}):")
-    lines += [_line(t, "❌" if t["health"] == "down" else "⚠️") for t in failing] or ["  (nothing)"]
+    lines += [target_line(t, "❌" if t["health"] == "down" else "⚠️") for t in failing] or ["  (nothing)"]
     if passing_again:
         lines.append("")
         lines.append(
             f"Failed recently, not failing by the window's rule (one failure, or passing again) ({len(passing_again)}):"
         )
-        lines += [_line(t, "⚠️") for t in passing_again]
+        lines += [target_line(t, "⚠️") for t in passing_again]
     if pending:
         lines.append("")
         lines.append(f"Not enough probes yet ({len(pending)}): " + ", ".join(t["name"] for t in pending))
