@@ -306,3 +306,18 @@ def test_every_alert_routes_where_its_severity_says_in_kube_prometheus_stack(tmp
         ]
     )
     assert done.returncode != 0, done.stdout
+
+
+def test_no_dns_answer_rules_count_the_localizers_silence_reasons_plus_nothing_listening() -> None:
+    # One definition of "no DNS answer": the localizer's NO_ANSWER (silence) plus refused/reset (nothing listens on
+    # 53), so NetpathCoreDNSDown and the coredns_down verdict cannot drift apart.
+    from exporter.diagnose.window import NO_ANSWER
+    from exporter.model import Reason
+
+    expected = {r.value for r in NO_ANSWER} | {Reason.REFUSED.value, Reason.RESET.value}
+    groups = yaml.safe_load((ALERTS / "recording.rules.yml").read_text())["groups"]
+    rules = [r for g in groups for r in g["rules"] if r.get("record", "").startswith("netpath:probe_failures_no_dns")]
+    assert len(rules) == 4  # 5m, 30m, 1h, 6h
+    for rule in rules:
+        (regex,) = re.findall(r'reason=~"([^"]+)"', rule["expr"])
+        assert set(regex.split("|")) == expected, rule["record"]
