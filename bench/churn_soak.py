@@ -1,6 +1,6 @@
 """Soak with discovery churn: RSS and open fds of a real exporter while targets come and go (issue 15).
 
-The real `netpath-exporter run` with discovery (against the stand-in API server, tests/kubeapi.py) and node facts
+The real `netpath-exporter run` with discovery (against the stand-in API server, lab/kubeapi.py) and node facts
 on. Every churn round deletes some annotated Services (with their EndpointSlices) and adds new ones, moves an
 endpoint of other Services to a new pod IP, and replaces an exporter peer (a node and its exporter pod), all
 through the stand-in's add/modify/delete, so the exporter's watches see ADDED/MODIFIED/DELETED events and

@@ -1,6 +1,6 @@
 """SIGTERM/SIGINT stop a real `netpath-exporter run` within 2 s, exit 0, with every feature on and under load.
 
-The exporter runs as a process of its own with discovery (the stand-in API server, tests/kubeapi.py), node facts,
+The exporter runs as a process of its own with discovery (the stand-in API server, lab/kubeapi.py), node facts,
 the node perspective (a worker in this test's own network namespace) and 50 targets, among them DNS over UDP and
 TCP against a closed loopback port (refused) and against a server that answers REFUSED at once — the mix in which
 a DNS probe used to swallow its cancellation so that the process never exited (before the fix, every run hung).
