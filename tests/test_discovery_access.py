@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import shutil
+import socket
 import ssl
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from exporter.discovery.access import AccessError, in_cluster_access, kubeconfig_access, resolve_access
+from exporter.discovery.access import AccessError, ApiAccess, in_cluster_access, kubeconfig_access, resolve_access
 from exporter.discovery.config import DiscoveryConfig
 
 
@@ -120,3 +123,31 @@ def test_kubeconfig_missing_file_is_an_access_error(tmp_path: Path) -> None:
 def test_an_explicit_api_url_wins() -> None:
     access = resolve_access(DiscoveryConfig(api_url="http://127.0.0.1:8001"), env={"KUBERNETES_SERVICE_HOST": "x"})
     assert access.base_url == "http://127.0.0.1:8001" and "Authorization" not in access.headers()
+
+
+async def test_api_connections_probe_an_idle_watch_so_a_dead_path_fails_within_seconds() -> None:
+    """A watch through a ClusterIP whose NAT vanished gets no bytes and no error; TCP keepalive makes it one."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        access = ApiAccess(base_url=f"http://127.0.0.1:{port}")
+        async with access.client(httpx.Timeout(5.0)) as client, client.stream("GET", "/api/v1/nodes") as resp:
+            sock = resp.extensions["network_stream"].get_extra_info("socket")
+            options = {
+                "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+            }
+            await resp.aread()
+    finally:
+        server.close()
+    assert options == {"keepalive": 1, "idle": 15, "interval": 5, "count": 3, "user_timeout_ms": 30_000}

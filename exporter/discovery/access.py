@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -24,6 +25,20 @@ import httpx
 import yaml
 
 from .config import SERVICE_ACCOUNT_DIR, DiscoveryConfig
+
+# A watch is a long-lived connection that is idle between events. When the path under it dies (the node's
+# ClusterIP NAT gone, conntrack flushed, the API server's node lost), nothing arrives and nothing fails: without
+# probes the client waits for its silent-watch deadline (1.2 x watch_timeout + 5 s, over 6 minutes by default).
+# TCP keepalive probes an idle connection after 15 s, every 5 s, and gives up after 3 unanswered probes; the
+# user timeout does the same for data left unacknowledged. A dead watch is then an error within ~30 s, counted
+# (netpath_discovery_errors_total) and retried with backoff, as client-go's 30 s keepalive dialer does.
+KEEPALIVE_OPTIONS: list[tuple[int, int, int]] = [
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 15),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+    (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 30_000),
+]
 
 
 class AccessError(Exception):
@@ -60,7 +75,8 @@ class ApiAccess:
                 ctx.verify_mode = ssl.CERT_NONE
             ctx.load_cert_chain(*self.client_cert)
             verify = ctx
-        return httpx.AsyncClient(base_url=self.base_url, verify=verify, timeout=timeout, trust_env=False)
+        transport = httpx.AsyncHTTPTransport(verify=verify, socket_options=KEEPALIVE_OPTIONS)
+        return httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout, trust_env=False)
 
 
 def resolve_access(cfg: DiscoveryConfig, env: Mapping[str, str] | None = None) -> ApiAccess:
