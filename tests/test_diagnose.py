@@ -48,6 +48,7 @@ from exporter.node.facts import (
     Unavailable,
     VxlanLink,
 )
+from exporter.node.iptables import iptables_facts
 
 FRONT = "keybuzz/keybuzz-front"
 KUBE_DNS = "kube-system/kube-dns"
@@ -319,6 +320,63 @@ def test_missing_dnat_rule_for_the_clusterip_is_clusterip_nat_broken() -> None:
     node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(dnat=False)))
     assert node.causes() == [Cause.CLUSTERIP_NAT_BROKEN]
     assert any("no KUBE-SERVICES DNAT rule for 10.43.20.10:80/tcp" in e for e in node.diagnosis().verdicts[0].evidence)
+
+
+API = "svc/default/kubernetes:443"  # the chart's default target: its endpoints are node addresses, never probed
+
+
+def with_api_target(node: Node) -> Node:
+    node.targets.append(tcp(API, "10.43.0.1", 443, PathClass.CLUSTER_IP, Via.SERVICE, service="default/kubernetes"))
+    return node
+
+
+def nat_save(*, hook: bool) -> IptablesFacts:
+    """kube-proxy's nat table as `iptables-save -c` shows it, with or without the PREROUTING hook."""
+    rules = ["-A PREROUTING -j KUBE-SERVICES"] if hook else []
+    for i, (ip, port, proto, dest) in enumerate(
+        [
+            (FRONT_IP, 80, "tcp", "10.42.1.10:8080"),
+            (DNS_IP, 53, "udp", "10.42.1.4:53"),
+            (DNS_IP, 53, "tcp", "10.42.1.4:53"),
+            ("10.43.0.1", 443, "tcp", "192.168.100.1:6443"),
+        ]
+    ):
+        rules += [
+            f"-A KUBE-SERVICES -d {ip}/32 -p {proto} -m {proto} --dport {port} -j KUBE-SVC-{i}",
+            f"-A KUBE-SVC-{i} -j KUBE-SEP-{i}",
+            f"-A KUBE-SEP-{i} -p {proto} -m {proto} -j DNAT --to-destination {dest}",
+        ]
+    chains = ["KUBE-SERVICES", *(f"KUBE-{k}-{i}" for i in range(4) for k in ("SVC", "SEP"))]
+    text = "\n".join(
+        ["*nat", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", *(f":{c} - [0:0]" for c in chains), *rules]
+    )
+    text += "\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    cluster_ips = [
+        ClusterIPPort(FRONT_IP, 80),
+        ClusterIPPort(DNS_IP, 53, "udp"),
+        ClusterIPPort(DNS_IP, 53),
+        ClusterIPPort("10.43.0.1", 443),
+    ]
+    return iptables_facts(text, cluster_ips)
+
+
+def test_a_clusterip_whose_backends_are_not_probed_is_explained_by_the_missing_nat_its_own_walk_shows() -> None:
+    """The `kubernetes` Service's endpoints are the API servers' node addresses: no direct probe says they answer,
+    so only the walk of its own packet (no DNAT, so it can reach nothing) ties it to the named NAT fault."""
+    node = with_api_target(Node()).rounds(6).rounds(2, breaking(is_service))
+    node.facts(replace(NODE_FACTS, iptables_nft=nat_save(hook=False)))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.CLUSTERIP_NAT_BROKEN]
+    assert f"{API}/tcp" in verdicts[0].targets
+    assert any(e.startswith(f"and this ClusterIP fails the same way: {API}") for e in verdicts[0].evidence)
+    assert any("10.43.0.1:443 meets no DNAT" in e for e in verdicts[0].evidence)
+
+
+def test_a_clusterip_that_is_dnated_is_not_explained_by_the_nat_verdict_of_the_others() -> None:
+    """Only the API target fails, its packet is DNATed, no pod of it is probed: nothing positive to name."""
+    node = with_api_target(Node()).rounds(6).rounds(2, breaking(lambda t: t.name == API))
+    node.facts(replace(NODE_FACTS, iptables_nft=nat_save(hook=True)))
+    assert node.causes() == [Cause.UNKNOWN]
 
 
 def test_nat_rules_in_place_but_service_traffic_lost_is_forward_drop() -> None:

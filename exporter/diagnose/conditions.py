@@ -723,6 +723,24 @@ def _walks(s: Scope) -> list[tuple[str, netfilter.Packet, netfilter.Walk]]:
     return out
 
 
+def not_dnated(p: Picture, x: TargetStatus) -> list[str]:
+    """The walk of ``x``'s own packet through every backend holding kube-proxy's rules, when none DNATs it (else
+    []): the packet keeps its ClusterIP and nothing can answer it, whatever its backends do."""
+    facts = p.node_facts
+    packet = _packet(Scope(p, frozenset(), "every failing target"), x)
+    if facts is None or packet is None or x.target.path is not PathClass.CLUSTER_IP:
+        return []
+    out = []
+    for backend, ipt in facts.kube_backends():
+        if not ipt.tables:
+            return []  # rules not kept with these facts: no walk, no evidence
+        walked = netfilter.walk(ipt, packet)
+        if walked.dnat:
+            return []
+        out += netfilter.describe_walk(backend, packet, walked, None)
+    return out
+
+
 def _previous_iptables(s: Scope, backend: str) -> IptablesFacts | None:
     previous = s.facts.previous if s.facts is not None else None
     if previous is None:

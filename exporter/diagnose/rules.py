@@ -21,6 +21,7 @@ from .conditions import (
     SELECTORS,
     SUMMARIES,
     Scope,
+    not_dnated,
     ruled_out,
     upstream_silent,
 )
@@ -259,6 +260,27 @@ def evaluate(picture: Picture) -> list[Verdict]:
                 verdicts.append(verdict)
                 explained |= set(verdict.targets)
     unexplained = [s for s in picture.failing if key(s.target) not in explained]
+    # A silent ClusterIP target with no direct probe of its backends (the `kubernetes` Service: its endpoints are
+    # the API servers' node addresses, not pods) is no candidate of the Service-path rules. When the NAT is named
+    # missing and the walk of this target's own packet meets no DNAT, that packet can reach nothing: the same
+    # verdict explains it, with its own walk as the evidence.
+    nat = next((v for v in verdicts if v.cause is Cause.CLUSTERIP_NAT_BROKEN and v.targets), None)
+    undnated = [(s, walk) for s in unexplained if s.no_answer and (walk := not_dnated(picture, s))]
+    if nat is not None and undnated:
+        verdicts[verdicts.index(nat)] = Verdict(
+            cause=nat.cause,
+            summary=nat.summary,
+            evidence=(
+                *nat.evidence,
+                *(f"and this ClusterIP fails the same way: {describe(s)}" for s, _ in undnated),
+                *dict.fromkeys(line for _, walk in undnated for line in walk),
+            ),
+            next_steps=nat.next_steps,
+            targets=(*nat.targets, *(key(s.target) for s, _ in undnated)),
+            peer_nodes=nat.peer_nodes,
+        )
+        attached = {key(s.target) for s, _ in undnated}
+        unexplained = [s for s in unexplained if key(s.target) not in attached]
     # an ingress that dials this node's paths (on this node, or where it runs is not known) and got silence from
     # its upstream (a 502/503 is an answer, not a drop) fails because of the dropped path already named
     network = [v for v in verdicts if v.targets and v.cause in DROP_CAUSES]
