@@ -11,7 +11,7 @@ DEB_TOOLS := ip:iproute2 iptables:iptables nft:nftables dnsmasq:dnsmasq-base ngi
              prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager \
              prometheus-alertmanager:prometheus-alertmanager \
              prometheus-blackbox-exporter:prometheus-blackbox-exporter ethtool:ethtool conntrack:conntrack \
-             sysctl:procps podman:podman buildah:buildah runc:runc mmdebstrap:mmdebstrap
+             sysctl:procps openssl:openssl podman:podman buildah:buildah runc:runc mmdebstrap:mmdebstrap
 
 .PHONY: help deps venv image lint typecheck test test-fast test-lab demo bench clean dashboards dashboards-preview chart-sync
 

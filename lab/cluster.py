@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import exporters, firewall, kubeproxy, netns, network, workloads
+from . import apiserver, exporters, firewall, kubeproxy, netns, network, workloads
 from .netns import LabError
 from .state import LabState, state_dir, topology_path
 from .topology import EXPORTER, INGRESS_EVERY_NODE, Node, Topology, build
@@ -95,6 +95,7 @@ def up(
         for node in topo.nodes:
             apply_rules(topo, node, {})
         workloads.start_all(topo, state)
+        apiserver.start(topo, state)
         exporters.write_configs(topo)
         if with_exporters and from_image:
             from . import image  # podman and helm-python: only this path needs them
@@ -135,7 +136,14 @@ def _in_lab(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    known = (b"dnsmasq", b"nginx", b"lab.apps.httpapp", b"netpath-exporter", b"prometheus")  # + alertmanager
+    known = (
+        b"dnsmasq",
+        b"nginx",
+        b"lab.apps.httpapp",
+        b"lab.apiserver",
+        b"netpath-exporter",
+        b"prometheus",
+    )  # + alertmanager
     return any(k in part for part in cmdline for k in known)
 
 

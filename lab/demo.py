@@ -32,6 +32,11 @@ def tables(topo: Topology) -> None:
         print(probe.table(topo, node.name), flush=True)
 
 
+def discovery(topo: Topology) -> None:
+    for node in topo.nodes:
+        print(probe.discovery_summary(topo, node.name), flush=True)
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -66,6 +71,12 @@ def _demo(started: float, *, from_image: bool) -> int:
         topo = cluster.up(3, 1500, from_image=from_image)
         monitoring.start(topo)  # Prometheus + Alertmanager in nplab-node1, scraping as the operator would
         print(cluster.status(), flush=True)
+        if from_image:
+            banner(
+                "discovery: each exporter reads the lab's API in-cluster (service-account token and CA, TLS) at the "
+                "`kubernetes` ClusterIP 10.43.0.1 — through the node's kube-proxy NAT, like every pod"
+            )
+            discovery(topo)
         banner("healthy: what every exporter pod sees")
         tables(topo)
         banner(f"break clusterip-nat on {BROKEN_NODE}: PREROUTING/OUTPUT no longer jump to KUBE-SERVICES")
@@ -85,6 +96,9 @@ def _demo(started: float, *, from_image: bool) -> int:
         if not fired:
             print(f"(NetpathClusterIPPathFailing for {BROKEN_NODE} not firing within {ALERT_WAIT:.0f} s)", flush=True)
         print(monitoring.report(topo, pending=False), flush=True)
+        if from_image:
+            banner(f"discovery with clusterip-nat broken: {BROKEN_NODE} cannot reach the API either, keeps its targets")
+            discovery(topo)
         banner("heal")
         print("healed:", ", ".join(scenarios.heal(topo)) or "nothing", flush=True)
         tables(topo)

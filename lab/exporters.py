@@ -33,11 +33,15 @@ def config_path(node: str) -> Path:
     return state_dir() / "exporters" / f"{node}.yaml"
 
 
-def config_for(topo: Topology, node: str) -> dict[str, Any]:
+def config_for(topo: Topology, node: str, with_discovery: bool = False) -> dict[str, Any]:
+    """``node``'s exporter config. ``with_discovery``: the exporter also discovers the lab from its API
+    (lab/apiserver.py), so the targets discovery makes from the lab's objects are left out — the other exporters
+    (``peer/<node>``), the app's replicas by pod IP (``ep/…``) and its ClusterIP (``svc/…``); what stays is what
+    discovery does not do: /big, the DNS checks that expect the app's ClusterIP, the ingress on the pod IP."""
     me = topo.pod_on(EXPORTER, node)
     targets: list[dict[str, Any]] = []
     for peer in topo.pods_of(EXPORTER):
-        if peer.node != node:
+        if peer.node != node and not with_discovery:
             targets.append(
                 {
                     "name": f"exporter-{peer.node}",
@@ -50,15 +54,18 @@ def config_for(topo: Topology, node: str) -> dict[str, Any]:
     front = topo.service(FRONT)
     for pod in topo.pods_of(FRONT):
         port = pod.ports["http"]
+        if not with_discovery:
+            targets.append(
+                {
+                    "name": pod.name,
+                    "kind": "tcp",
+                    "path": "pod_ip",
+                    "target_node": pod.node,
+                    "service": front.key,
+                    "address": f"{pod.ip}:{port}",
+                }
+            )
         targets += [
-            {
-                "name": pod.name,
-                "kind": "tcp",
-                "path": "pod_ip",
-                "target_node": pod.node,
-                "service": front.key,
-                "address": f"{pod.ip}:{port}",
-            },
             {
                 "name": f"{pod.name}-big",
                 "kind": "http",
@@ -69,15 +76,16 @@ def config_for(topo: Topology, node: str) -> dict[str, Any]:
                 "min_body_bytes": BIG_MIN_BYTES,
             },
         ]
-    targets.append(
-        {
-            "name": f"svc-{front.name}",
-            "kind": "tcp",
-            "path": "cluster_ip",
-            "service": front.key,
-            "address": f"{front.cluster_ip}:{front.ports[0].port}",
-        }
-    )
+    if not with_discovery:
+        targets.append(
+            {
+                "name": f"svc-{front.name}",
+                "kind": "tcp",
+                "path": "cluster_ip",
+                "service": front.key,
+                "address": f"{front.cluster_ip}:{front.ports[0].port}",
+            }
+        )
     dns = topo.service(COREDNS)
     query = front.dns_name
     targets.append(

@@ -14,10 +14,13 @@ is its network namespace, so a small stand-in for the node's init (root, the run
 as a real init has more than the exporter) runs in the node's namespace and the exporter joins its PID
 namespace: ``/proc/1/ns/net`` inside the exporter is then the lab node's namespace, never the machine's.
 
-Not translated, on purpose: `resources` (cgroup limits; the budgets are benchmarks, docs/benchmarks.md), the
-liveness/readiness probes (kubelet-side; :func:`wait_ready` polls /readyz the same way), and what only discovery
-uses — the service-account token mount and KUBERNETES_SERVICE_HOST/PORT (issue 12, point 3 adds them with the
-lab's API server).
+What the kubelet adds to every pod is added too: the service-account files (token, ca.crt, namespace) of the
+lab's API server (lab/apiserver.py) read-only at /var/run/secrets/kubernetes.io/serviceaccount unless the pod
+spec sets ``automountServiceAccountToken: false``, and ``KUBERNETES_SERVICE_HOST/PORT`` naming the `kubernetes`
+Service's ClusterIP — so the exporter's discovery reaches the lab's API in-cluster, through the node's NAT.
+
+Not translated, on purpose: `resources` (cgroup limits; the budgets are benchmarks, docs/benchmarks.md) and the
+liveness/readiness probes (kubelet-side; :func:`wait_ready` polls /readyz the same way).
 
 podman reads deploy/containers.conf (CONTAINERS_CONF); the image is built by scripts/build-image.sh
 (`make image`), which skips whatever did not change.
@@ -36,10 +39,10 @@ from typing import Any
 
 import yaml
 
-from . import exporters, monitoring, netns
+from . import apiserver, exporters, monitoring, netns
 from .netns import LabError
 from .operator_scrape import NAMESPACE, RELEASE
-from .topology import EXPORTER, Topology
+from .topology import EXPORTER, INGRESS, KUBERNETES_IP, Topology
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "netpath-exporter"
@@ -171,33 +174,25 @@ def render_chart(values: Mapping[str, Any]) -> Rendered:
 
 
 def lab_values(topo: Topology, node: str, **overrides: Any) -> dict[str, Any]:
-    """Chart values for the lab: the lab's static targets of ``node`` (lab/exporters.py, in the config file's
-    syntax, passed through as probes.extraTargets), and no `kubernetes` Service target (the lab has none).
-    ``overrides`` are merged on top, one level deep (e.g. nodeFacts={"hostNetworkNamespace": True})."""
+    """Chart values for the lab: its cluster (the `kubernetes` and kube-dns ClusterIPs, the ingress controller's
+    Service, no host ports: the lab's controller listens on its pod IP only) and, as probes.extraTargets, the
+    lab's checks of ``node`` that discovery does not make (lab/exporters.py ``with_discovery``). ``overrides``
+    are merged on top, one level deep (e.g. nodeFacts={"hostNetworkNamespace": True})."""
+    controller = topo.service(f"{INGRESS}-controller")
     values: dict[str, Any] = {
-        "cluster": {"kubernetesServiceIP": "", "dnsServiceIP": topo.kube_dns_ip},
-        "probes": {"extraTargets": exporters.config_for(topo, node)["targets"]},
+        "cluster": {
+            "kubernetesServiceIP": KUBERNETES_IP,
+            "dnsServiceIP": topo.kube_dns_ip,
+            "ingressControllerService": controller.key,
+        },
+        "probes": {
+            "extraTargets": exporters.config_for(topo, node, with_discovery=True)["targets"],
+            "ingressHostPorts": False,
+        },
     }
     for key, value in overrides.items():
         values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
     return values
-
-
-def without_discovery(rendered: Rendered) -> Rendered:
-    """The rendered ConfigMap with its `discovery` section removed, everything else as rendered.
-
-    The chart always configures discovery, and the exporter refuses to start without an API server to reach
-    (in-cluster credentials or a kubeconfig). Until the lab serves its topology through the stand-in API server
-    (issue 12, point 3) the image tests run on the chart's config minus discovery: static targets only."""
-    config_maps = {}
-    for name, data in rendered.config_maps.items():
-        data = dict(data)
-        if "config.yaml" in data:
-            config = yaml.safe_load(data["config.yaml"])
-            config.pop("discovery", None)
-            data["config.yaml"] = yaml.safe_dump(config, sort_keys=False)
-        config_maps[name] = data
-    return Rendered(pod_spec=rendered.pod_spec, config_maps=config_maps)
 
 
 # What the lab's own exporters (lab/exporters.py) do, as chart values: the lab's cadence (5 s probes, 1 s timeout,
@@ -211,13 +206,14 @@ LAB_EXPORTER_VALUES: dict[str, Any] = {
 
 
 def start_lab_exporters(topo: Topology, volumes_dir: Path, within: float = 60.0) -> list[Container]:
-    """One exporter container per node, from the chart rendered with the lab's values (the lab's targets as
-    ``probes.extraTargets``, LAB_EXPORTER_VALUES), each in its node's exporter pod namespace; returns when every
-    one answers /readyz. The lab must be up without exporters of its own (``with_exporters=False``)."""
+    """One exporter container per node, from the chart rendered with the lab's values (discovery from the lab's
+    API, the lab's other checks as ``probes.extraTargets``, LAB_EXPORTER_VALUES), each in its node's exporter pod
+    namespace; returns when every one answers /readyz. The lab must be up without exporters of its own
+    (``with_exporters=False``)."""
     started: list[Container] = []
     try:
         for node in topo.nodes:
-            rendered = without_discovery(render_chart(lab_values(topo, node.name, **LAB_EXPORTER_VALUES)))
+            rendered = render_chart(lab_values(topo, node.name, **LAB_EXPORTER_VALUES))
             started.append(start_exporter(topo, node.name, rendered, volumes_dir))
         for node, container in zip(topo.nodes, started, strict=True):
             wait_ready(topo, node.name, container, within)
@@ -245,6 +241,8 @@ def start_exporter(topo: Topology, node: str, rendered: Rendered, volumes_dir: P
         downward=downward_for(topo, node),
         volumes_dir=volumes_dir / node,
         node_ns=topo.node(node).netns,
+        service_account=apiserver.service_account_files(apiserver.api_dir()),
+        pod_env=apiserver.pod_env(),
     )
 
 
@@ -281,8 +279,12 @@ def run_args(
     downward: Downward,
     volumes_dir: Path,
     pid_of: str | None = None,
+    service_account: Mapping[str, str] | None = None,
+    pod_env: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``podman run`` arguments for the chart's container; the ConfigMap volumes are written under volumes_dir.
+    """``podman run`` arguments for the chart's container; the ConfigMap volumes are written under volumes_dir,
+    and so are the ``service_account`` files (name -> content), mounted as the kubelet mounts them. ``pod_env``:
+    what the kubelet sets in every container before the pod spec's env (KUBERNETES_SERVICE_HOST/PORT).
 
     Everything the pod spec sets that changes how the process runs is translated, and anything the lab cannot
     translate is refused (LabError) rather than silently dropped."""
@@ -323,6 +325,7 @@ def run_args(
         if pid_of is None:
             raise LabError("the pod spec sets hostPID: pass the node-init container whose PID namespace to join")
         args.append(f"--pid=container:{pid_of}")
+    args += [f"--env={name}={value}" for name, value in (pod_env or {}).items()]
     for env in c.get("env", []):
         if "value" in env:
             value = str(env["value"])
@@ -332,12 +335,25 @@ def run_args(
             raise LabError(f"env {env['name']}: only value and fieldRef are translated")
         args.append(f"--env={env['name']}={value}")
     args += _mounts(spec, c, volumes_dir, rendered.config_maps)
+    if service_account is not None and spec.get("automountServiceAccountToken", True) is not False:
+        source = _volume_files(volumes_dir / "serviceaccount", service_account)
+        args.append(f"--volume={source}:{apiserver.SERVICE_ACCOUNT_DIR}:ro")
     if c.get("command"):
         args.append(f"--entrypoint={c['command'][0]}")
         image_and_args = [c["image"], *c["command"][1:], *c.get("args", [])]
     else:
         image_and_args = [c["image"], *c.get("args", [])]
     return [*args, *image_and_args]
+
+
+def _volume_files(source: Path, files: Mapping[str, str]) -> Path:
+    """A ConfigMap's or the service account's files as the kubelet writes them (defaultMode 0644)."""
+    source.mkdir(parents=True, exist_ok=True)
+    source.chmod(0o755)
+    for key, text in files.items():
+        (source / key).write_text(text)
+        (source / key).chmod(0o644)
+    return source
 
 
 def _mounts(spec: dict[str, Any], c: dict[str, Any], root: Path, config_maps: dict[str, dict[str, str]]) -> list[str]:
@@ -350,12 +366,7 @@ def _mounts(spec: dict[str, Any], c: dict[str, Any], root: Path, config_maps: di
             data = config_maps.get(volume["configMap"]["name"])
             if data is None:
                 raise LabError(f"volume {mount['name']}: ConfigMap {volume['configMap']['name']} was not rendered")
-            source = root / mount["name"]
-            source.mkdir(parents=True, exist_ok=True)
-            source.chmod(0o755)
-            for key, text in data.items():
-                (source / key).write_text(text)
-                (source / key).chmod(0o644)  # a ConfigMap volume's defaultMode
+            source = _volume_files(root / mount["name"], data)
             args.append(f"--volume={source}:{target}:{'ro' if mount.get('readOnly') else 'rw'}")
         elif "emptyDir" in volume:
             size = (volume["emptyDir"] or {}).get("sizeLimit")
@@ -385,6 +396,8 @@ def start(
     downward: Downward,
     volumes_dir: Path,
     node_ns: str | None = None,
+    service_account: Mapping[str, str] | None = None,
+    pod_env: Mapping[str, str] | None = None,
 ) -> Container:
     """Start the chart's container in lab namespace ``ns``; with hostPID, first the node-init stand-in in
     ``node_ns`` (the lab node whose "host" namespaces the pod shares). The caller removes it (:func:`remove`)."""
@@ -400,7 +413,18 @@ def start(
             "--user=0:0", "--cap-add=all", "--read-only", "--entrypoint=sleep", rendered.container["image"], "infinity",
         )  # fmt: skip
     try:
-        podman(*run_args(rendered, name=name, ns=ns, downward=downward, volumes_dir=volumes_dir, pid_of=init))
+        podman(
+            *run_args(
+                rendered,
+                name=name,
+                ns=ns,
+                downward=downward,
+                volumes_dir=volumes_dir,
+                pid_of=init,
+                service_account=service_account,
+                pod_env=pod_env,
+            )
+        )
     except BaseException:
         if init is not None:
             podman("rm", "--force", "--time=0", init, check=False)
@@ -457,6 +481,7 @@ def lab_containers() -> list[str]:
 def remove_all() -> list[str]:
     """Remove every container the lab started (names nplab-…), e.g. after an interrupted run."""
     names = lab_containers()
-    for name in names:
+    # the exporters first: a node-init stand-in cannot be removed while a container shares its PID namespace
+    for name in sorted(names, key=lambda n: n.endswith("-node-init")):
         podman("rm", "--force", "--time=0", name, check=False)
     return names

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .topology import EXPORTER_NAMESPACE
+
 # CRD RelabelConfig field -> Prometheus relabel_config key (the operator's generateRelabelConfig).
 _RELABEL_KEYS = {
     "sourceLabels": "source_labels",
@@ -249,7 +251,7 @@ def endpoint_targets(service: ServiceMeta, pods: Iterable[PodMeta]) -> list[dict
 
 # --- the chart, rendered for kube-prometheus-stack, as the lab's Prometheus runs it -----------------------------
 
-RELEASE, NAMESPACE = "netpath-exporter", "monitoring"  # the lab installs the chart as this release, there
+RELEASE, NAMESPACE = "netpath-exporter", EXPORTER_NAMESPACE  # the lab installs the chart as this release, there
 
 
 @dataclass(frozen=True)

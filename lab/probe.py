@@ -89,3 +89,30 @@ def diagnosis(topo: Topology, node: str, *, within: float = 30.0, every: float =
         if done.returncode == 1 or time.monotonic() + every > deadline:
             return done.returncode == 1, done.stdout + done.stderr
         time.sleep(every)
+
+
+def discovery_summary(topo: Topology, node: str) -> str:
+    """One line: what ``node``'s running exporter discovered from the lab's API, read from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from . import monitoring
+
+    pod = topo.pod_on(EXPORTER, node)
+    text = monitoring.http_get(topo, f"http://{pod.ip}:{pod.ports['metrics']}/metrics")
+    up: dict[str, float] = {}
+    targets: dict[str, float] = {}
+    errors = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "netpath_discovery_up":
+                up[s.labels["resource"]] = s.value
+            elif s.name == "netpath_discovery_targets":
+                targets[s.labels["source"]] = s.value
+            elif s.name == "netpath_discovery_errors_total":
+                errors += s.value
+    if not up:
+        return f"{node}: no discovery metrics (discovery not configured)"
+    down = sorted(r for r, v in up.items() if v != 1)
+    api = f"API up for {len(up) - len(down)}/{len(up)} resources" + (f" (down: {', '.join(down)})" if down else "")
+    found = ", ".join(f"{source} {value:g}" for source, value in targets.items())
+    return f"{node}: {api}, {errors:g} failed requests; targets discovered: {found}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import netns, network, workloads
+from . import apiserver, netns, network, workloads
 from .cluster import apply_rules
 from .netns import LabError
 from .state import LabState
@@ -179,24 +179,34 @@ def _bridge_nf(value: int) -> Action:
     return act
 
 
+def _not_ready(topo: Topology, app: str, ready: bool) -> None:
+    """The API's side of stopping or starting an app's replicas: their readiness probes fail or pass, so the pods
+    turn (not) Ready and their endpoints (not) ready — what discovery and a user's kubectl then see."""
+    apiserver.Control().set_ready(topo, [p.name for p in topo.pods_of(app)], ready)
+
+
 def _dns_down(topo: Topology, state: LabState, nodes: list[Node]) -> None:
     workloads.stop_coredns(topo, state)
+    _not_ready(topo, COREDNS, False)
 
 
 def _dns_up(topo: Topology, state: LabState, nodes: list[Node]) -> None:
     if not all(f"dnsmasq/{p.name}" in state.processes for p in topo.pods_of(COREDNS)):
         workloads.stop_coredns(topo, state)
         workloads.start_coredns(topo, state)
+    _not_ready(topo, COREDNS, True)
 
 
 def _front_down(topo: Topology, state: LabState, nodes: list[Node]) -> None:
     workloads.stop_front(topo, state)
+    _not_ready(topo, FRONT, False)
 
 
 def _front_up(topo: Topology, state: LabState, nodes: list[Node]) -> None:
     if not all(f"httpapp/{p.name}" in state.processes for p in topo.pods_of(FRONT)):
         workloads.stop_front(topo, state)
         workloads.start_front(topo, state)
+    _not_ready(topo, FRONT, True)
 
 
 def _dns_wrong(topo: Topology, state: LabState, nodes: list[Node]) -> None:

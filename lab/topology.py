@@ -26,6 +26,8 @@ VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 EXPORTER_PORT = 10047
 APP_PORT = 8080
 INGRESS_HOST = "platform.keybuzz.io"
+EXPORTER_NAMESPACE = "monitoring"  # where the lab installs the chart (lab/operator_scrape.py's NAMESPACE)
+API_SERVER_PORT = 6443  # the K3s server's API port on node1, behind the `kubernetes` Service (lab/apiserver.py)
 # Where the ingress controller runs: on every node (a DaemonSet, the lab's first layout) or on node1 only,
 # reached from every node (K3s' default: one Traefik replica behind ServiceLB) — the reported cluster's layout.
 INGRESS_EVERY_NODE = "every-node"
@@ -222,7 +224,7 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = I
     # a local and a remote endpoint from node1 and node2, and only remote ones from node3+), an ingress
     # controller and an exporter on every node (DaemonSets).
     for n in node_list:
-        add(f"netpath-exporter-{n.name}", "netpath", EXPORTER, n, "exporter", {"metrics": EXPORTER_PORT})
+        add(f"netpath-exporter-{n.name}", EXPORTER_NAMESPACE, EXPORTER, n, "exporter", {"metrics": EXPORTER_PORT})
     for n in node_list if ingress == INGRESS_EVERY_NODE else node_list[:1]:
         add(f"ingress-nginx-controller-{n.name}", "ingress-nginx", INGRESS, n, "ingress", {"http": 80})
     add("coredns-0", "kube-system", COREDNS, node_list[0], "coredns", {"dns": 53, "dns-tcp": 53})
@@ -237,6 +239,15 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = I
         return Service(name, ns, ip, ports, endpoints(app), f"{name}.{ns}.svc.{CLUSTER_DOMAIN}")
 
     services = [
+        # Every cluster's API Service: its endpoint is the server node's address, not a pod (lab/apiserver.py)
+        Service(
+            "kubernetes",
+            "default",
+            KUBERNETES_IP,
+            [ServicePort("https", 443, API_SERVER_PORT, "TCP")],
+            [Endpoint(pod="", node=node_list[0].name, ip=node_list[0].underlay_ip)],
+            f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
+        ),
         svc(
             "kube-dns",
             "kube-system",
@@ -254,7 +265,7 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = I
         ),
         svc(
             "netpath-exporter",
-            "netpath",
+            EXPORTER_NAMESPACE,
             "10.43.40.10",
             [ServicePort("metrics", EXPORTER_PORT, EXPORTER_PORT, "TCP")],
             EXPORTER,

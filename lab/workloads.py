@@ -16,7 +16,7 @@ from pathlib import Path
 from . import netns
 from .netns import LabError
 from .state import LabState, Proc, state_dir
-from .topology import COREDNS, FRONT, INGRESS, KUBERNETES_IP, Pod, Topology
+from .topology import COREDNS, FRONT, INGRESS, Pod, Topology
 
 NGINX = "/usr/sbin/nginx"
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -101,9 +101,6 @@ def dnsmasq_conf(topo: Topology, pod: Pod, wrong: bool = False) -> str:
         f"host-record={s.dns_name},{WRONG_FRONT_IP if wrong and s.name == FRONT else s.cluster_ip}"
         for s in topo.services
     ]
-    # Every cluster's `kubernetes` Service. The lab serves no API there yet (issue 12, point 3), but its CoreDNS
-    # answers the name as a cluster's does: the chart's default DNS target asks for it (lab/image.py's exporters).
-    lines.append(f"host-record=kubernetes.default.svc.{topo.cluster_domain},{KUBERNETES_IP}")
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ REQUIRED_TOOLS = (
     "ss",
     "/usr/sbin/dnsmasq",
     "/usr/sbin/nginx",
+    "openssl",  # the lab API server's CA and certificate (lab/apiserver.py)
 )
 
 

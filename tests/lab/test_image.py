@@ -5,9 +5,10 @@ turns the rendered pod spec into `podman run` (user, read-only root, capabilitie
 ConfigMap at the chart's mount path, the sized emptyDir, the env with downward-API values) in the node1
 exporter pod's namespace of a lab brought up without its own exporters.
 
-One documented change to the chart's config: its `discovery` section is removed (lab.image.without_discovery),
-because the lab does not serve its topology through an API server yet (issue 12, point 3); the lab's targets
-are given as static targets through the chart's own `probes.extraTargets` value instead.
+The chart's config is used as rendered, discovery included: the container gets the service-account files and
+KUBERNETES_SERVICE_HOST/PORT the kubelet gives a pod, and discovers the lab from the lab's API server
+(lab/apiserver.py) through the `kubernetes` ClusterIP; the lab's other checks come through the chart's own
+`probes.extraTargets` value.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.lab
 SHUTDOWN_BUDGET = 2  # seconds from SIGTERM to exit (issue 12): podman stop's SIGKILL deadline
 # Linux capability numbers (include/uapi/linux/capability.h), to read CapEff of the container's process.
 CAPS = {"NET_ADMIN": 12, "SYS_PTRACE": 19, "SYS_ADMIN": 21}
+FRONT_SERVICE = "svc/keybuzz/keybuzz-front:80"  # what discovery names the app's ClusterIP and its endpoints
+FRONT_ENDPOINT = "ep/keybuzz/keybuzz-front/keybuzz-front"
 PRIVILEGED = {"nodeFacts": {"hostNetworkNamespace": True}, "nodePerspective": {"enabled": True}}
 
 
@@ -57,7 +60,7 @@ def run_chart(image_lab: Topology, tmp_path: Path) -> Iterator[Run]:
     started: list[image.Container] = []
 
     def run(node: str, overrides: dict[str, Any]) -> tuple[image.Rendered, image.Container]:
-        rendered = image.without_discovery(image.render_chart(image.lab_values(image_lab, node, **overrides)))
+        rendered = image.render_chart(image.lab_values(image_lab, node, **overrides))
         container = image.start_exporter(image_lab, node, rendered, tmp_path)
         started.append(container)
         image.wait_ready(image_lab, node, container)
@@ -146,9 +149,14 @@ def test_pod_variant_runs_non_root_read_only_without_capabilities_serves_metrics
     ((pid, cmd),) = image.processes(container)
     assert pid == 1 and "netpath-exporter run" in cmd
 
+    # discovery: in-cluster (the mounted service account, KUBERNETES_SERVICE_HOST) over TLS, through the ClusterIP
+    for resource in ("nodes", "services", "pods", "endpointslices", "ingresses"):
+        expect(image_lab, node, "netpath_discovery_up", 1.0, resource=resource)
     pod = {"source_node": node, "from": "pod"}
-    expect(image_lab, node, "netpath_probe_success", 1.0, target="svc-keybuzz-front", **pod)
-    expect(image_lab, node, "netpath_probe_success", 1.0, target="keybuzz-front-1", **pod)  # on node2
+    expect(image_lab, node, "netpath_probe_success", 1.0, target=FRONT_SERVICE, **pod)
+    expect(image_lab, node, "netpath_probe_success", 1.0, target=f"{FRONT_ENDPOINT}-1:8080", **pod)  # on node2
+    # the other nodes' exporter pods, from the API (this lab runs no exporter there: found, not answering)
+    expect(image_lab, node, "netpath_discovery_targets", 2.0, source="peers")
     metrics = expect(image_lab, node, "netpath_probe_success", 1.0, target="kube-dns", transport="udp", **pod)
     # node facts of the pod's own namespace: no VXLAN link there, so the overlay source is unavailable
     assert sample(metrics, "netpath_node_fact_source_up", source="overlay") == 0.0
@@ -181,7 +189,7 @@ def test_privileged_variant_reads_node_facts_and_probes_from_the_nodes_namespace
     vtep = image_lab.node(node).underlay_ip
     assert sample(metrics, "netpath_node_vxlan_info", device="flannel.1", local=vtep) == 1.0
     for perspective in ("node", "pod"):
-        expect(image_lab, node, "netpath_probe_success", 1.0, target="svc-keybuzz-front", **{"from": perspective})
+        expect(image_lab, node, "netpath_probe_success", 1.0, target=FRONT_SERVICE, **{"from": perspective})
 
     assert any("-m exporter worker" in cmd for _, cmd in image.processes(container))  # the node-perspective worker
     stops_on_sigterm(rendered, container)
