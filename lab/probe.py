@@ -75,20 +75,43 @@ def table(topo: Topology, node: str) -> str:
     return netns.run(_argv(topo, node, False), check=False, timeout=PROBE_RUN_TIMEOUT)
 
 
-def diagnosis(topo: Topology, node: str, *, within: float = 30.0, every: float = 2.0) -> tuple[bool, str]:
+def diagnosis(
+    topo: Topology, node: str, *, cause: str | None = None, within: float = 30.0, every: float = 2.0
+) -> tuple[bool, str]:
     """The running exporter's ``diagnose`` report on ``node``, read from inside its pod.
 
-    Polls (bounded by ``within`` seconds) until the exporter names a cause (the command exits 1), since a
-    verdict needs a couple of probe intervals after a fault; returns (cause named, report)."""
+    Polls (bounded by ``within`` seconds) until the report names ``cause`` — or, with no ``cause``, until the
+    exporter reports anything wrong (the command exits 1) — since a verdict needs a couple of probe intervals
+    after a fault; returns (named, the last report)."""
     pod = topo.pod_on(EXPORTER, node)
     url = f"http://{pod.ip}:{pod.ports['metrics']}"
     argv = ["ip", "netns", "exec", netns.check_name(pod.netns), exporter_bin(), "diagnose", "--url", url]
     deadline = time.monotonic() + within
     while True:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_RUN_TIMEOUT)
-        if done.returncode == 1 or time.monotonic() + every > deadline:
-            return done.returncode == 1, done.stdout + done.stderr
+        report = done.stdout + done.stderr
+        named = f"[{cause}]" in report if cause is not None else done.returncode == 1
+        if named or time.monotonic() + every > deadline:
+            return named, report
         time.sleep(every)
+
+
+def clear(topo: Topology, *, within: float = 60.0, every: float = 2.0) -> float | None:
+    """Seconds until every node's running exporter reports nothing wrong (``diagnose`` exits 0), or None."""
+    begin = time.monotonic()
+    pending = {n.name for n in topo.nodes}
+    while pending:
+        for node in sorted(pending):
+            pod = topo.pod_on(EXPORTER, node)
+            url = f"http://{pod.ip}:{pod.ports['metrics']}"
+            argv = ["ip", "netns", "exec", netns.check_name(pod.netns), exporter_bin(), "diagnose", "--url", url]
+            if subprocess.run(argv, capture_output=True, timeout=PROBE_RUN_TIMEOUT).returncode == 0:
+                pending.discard(node)
+        if pending and time.monotonic() + every > begin + within:
+            return None
+        if pending:
+            time.sleep(every)
+    return time.monotonic() - begin
 
 
 def discovery_summary(topo: Topology, node: str) -> str:
