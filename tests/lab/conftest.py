@@ -41,14 +41,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Topology]:
-    """A 3-node lab with exporters, built once for the module; broken faults are healed between tests."""
+    """A 3-node lab with exporters, built once for the module; broken faults are healed between tests.
+
+    The exporters are what users run: the image, started as the chart's DaemonSet runs it, with the chart's
+    rendered config, discovering the lab from its API (lab/image.py, lab/apiserver.py)."""
+    from lab import image
+
+    reason = image.podman_unavailable()
+    if reason:
+        pytest.skip(reason)
+    image.build()  # seconds when nothing changed
     with cluster.exclusive():  # another session (a colleague's tests, the demo) may be using the lab
         cluster.down()  # leftovers of an interrupted run would make `up` refuse
         try:
-            yield cluster.up(3, 1500)
+            yield cluster.up(3, 1500, from_image=True)
         finally:
             cluster.down()
             assert netns.lab_namespaces() == []
+            assert image.lab_containers() == []
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ labels job, namespace, service, pod, container, endpoint, instance, the monitor'
 false), with alerts/*.rules.yml loaded. The per-Service recording rules must carry the probed Service, and no
 exporter label may arrive renamed exported_*.
 
-The lab has no Kubernetes API for Prometheus' discovery, so the targets carry the __meta_kubernetes_* labels
+Prometheus is not pointed at the lab's API server (its stand-in serves what netpath-exporter reads, not every
+resource Prometheus' Kubernetes discovery watches), so the targets carry the __meta_kubernetes_* labels
 discovery would give the chart's pods (release netpath-exporter in namespace monitoring) and Prometheus applies
 the relabeling. Every lab Prometheus scrapes this way (lab/monitoring.py); this test also covers the PodMonitor.
 """
@@ -16,8 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from lab import exporters, monitoring, operator_scrape
+from lab import monitoring, operator_scrape
 from lab.monitoring import wait_for
 from lab.topology import Topology
 
@@ -31,12 +33,14 @@ def scrape_config(topo: Topology, kind: str) -> dict[str, Any]:
 
 
 def probed_services(topo: Topology) -> set[str]:
-    """The Services the lab's exporters probe (their configs' `service`), what target_service must show."""
+    """The Services the lab's exporters probe (static and discovered targets), read from their own /metrics: what
+    target_service must show."""
     return {
-        t["service"]
-        for node in topo.nodes
-        for t in exporters.config_for(topo, node.name)["targets"]
-        if t.get("service")
+        sample.labels["target_service"]
+        for info in topo.exporters.values()
+        for family in text_string_to_metric_families(monitoring.http_get(topo, info["metrics"]))
+        for sample in family.samples
+        if sample.name == "netpath_probe_attempts_total" and sample.labels.get("target_service")
     }
 
 
