@@ -330,8 +330,9 @@ def with_api_target(node: Node) -> Node:
     return node
 
 
-def nat_save(*, hook: bool) -> IptablesFacts:
-    """kube-proxy's nat table as `iptables-save -c` shows it, with or without the PREROUTING hook."""
+def nat_save(*, hook: bool, forward_drop: bool = False) -> IptablesFacts:
+    """kube-proxy's nat table as `iptables-save -c` shows it, with or without the PREROUTING hook, and a filter
+    FORWARD that drops DNATed traffic (or accepts everything)."""
     rules = ["-A PREROUTING -j KUBE-SERVICES"] if hook else []
     for i, (ip, port, proto, dest) in enumerate(
         [
@@ -350,7 +351,8 @@ def nat_save(*, hook: bool) -> IptablesFacts:
     text = "\n".join(
         ["*nat", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", *(f":{c} - [0:0]" for c in chains), *rules]
     )
-    text += "\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    drop = "-A FORWARD -m conntrack --ctstate DNAT -j DROP\n" if forward_drop else ""
+    text += f"\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n{drop}COMMIT\n"
     cluster_ips = [
         ClusterIPPort(FRONT_IP, 80),
         ClusterIPPort(DNS_IP, 53, "udp"),
@@ -370,6 +372,15 @@ def test_a_clusterip_whose_backends_are_not_probed_is_explained_by_the_missing_n
     assert f"{API}/tcp" in verdicts[0].targets
     assert any(e.startswith(f"and this ClusterIP fails the same way: {API}") for e in verdicts[0].evidence)
     assert any("10.43.0.1:443 meets no DNAT" in e for e in verdicts[0].evidence)
+
+
+def test_a_clusterip_whose_backends_are_not_probed_joins_forward_drop_when_its_walk_meets_the_drop() -> None:
+    node = with_api_target(Node()).rounds(6).rounds(2, breaking(is_service))
+    node.facts(replace(NODE_FACTS, iptables_nft=nat_save(hook=True, forward_drop=True)))
+    verdicts = node.diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.FORWARD_DROP]
+    assert f"{API}/tcp" in verdicts[0].targets
+    assert any("10.43.0.1:443 is DNATed to 192.168.100.1:6443" in e for e in verdicts[0].evidence)
 
 
 def test_a_clusterip_that_is_dnated_is_not_explained_by_the_nat_verdict_of_the_others() -> None:

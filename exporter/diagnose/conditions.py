@@ -29,6 +29,7 @@ from ..node.facts import (
     SysctlFacts,
 )
 from . import netfilter
+from .causes import Cause
 from .picture import FactsView, Picture, conntrack_stat, csum_errors, describe, host_of, is_large, key, onset
 from .window import NO_ANSWER, RECENT_PROBES, Health, TargetStatus
 
@@ -723,9 +724,10 @@ def _walks(s: Scope) -> list[tuple[str, netfilter.Packet, netfilter.Walk]]:
     return out
 
 
-def not_dnated(p: Picture, x: TargetStatus) -> list[str]:
-    """The walk of ``x``'s own packet through every backend holding kube-proxy's rules, when none DNATs it (else
-    []): the packet keeps its ClusterIP and nothing can answer it, whatever its backends do."""
+def own_walk_shows(p: Picture, x: TargetStatus, cause: Cause) -> list[str]:
+    """The walk of ``x``'s own packet through every backend holding kube-proxy's rules, when each shows the fault
+    ``cause`` names (else []): for clusterip_nat_broken no DNAT — the packet keeps its ClusterIP and reaches
+    nothing, whatever its backends do —, for forward_drop a DNAT followed by a rule (or policy) that drops it."""
     facts = p.node_facts
     packet = _packet(Scope(p, frozenset(), "every failing target"), x)
     if facts is None or packet is None or x.target.path is not PathClass.CLUSTER_IP:
@@ -735,7 +737,13 @@ def not_dnated(p: Picture, x: TargetStatus) -> list[str]:
         if not ipt.tables:
             return []  # rules not kept with these facts: no walk, no evidence
         walked = netfilter.walk(ipt, packet)
-        if walked.dnat:
+        if cause is Cause.CLUSTERIP_NAT_BROKEN:
+            shows = not walked.dnat
+        elif cause is Cause.FORWARD_DROP:
+            shows = bool(walked.dnat) and bool(walked.drop or walked.may_drop or walked.policy_drop)
+        else:
+            shows = False
+        if not shows:
             return []
         out += netfilter.describe_walk(backend, packet, walked, None)
     return out

@@ -21,7 +21,7 @@ from .conditions import (
     SELECTORS,
     SUMMARIES,
     Scope,
-    not_dnated,
+    own_walk_shows,
     ruled_out,
     upstream_silent,
 )
@@ -248,6 +248,10 @@ DROP_CAUSES = frozenset(
 )
 
 
+# Causes a ClusterIP target's own packet walk can show (own_walk_shows): no DNAT, or a DNAT then a drop.
+WALKED_CAUSES = (Cause.CLUSTERIP_NAT_BROKEN, Cause.FORWARD_DROP)
+
+
 def evaluate(picture: Picture) -> list[Verdict]:
     """Run the records in order; each sees only the failing targets the earlier ones left unexplained."""
     verdicts: list[Verdict] = []
@@ -262,24 +266,25 @@ def evaluate(picture: Picture) -> list[Verdict]:
     unexplained = [s for s in picture.failing if key(s.target) not in explained]
     # A silent ClusterIP target with no direct probe of its backends (the `kubernetes` Service: its endpoints are
     # the API servers' node addresses, not pods) is no candidate of the Service-path rules. When the NAT is named
-    # missing and the walk of this target's own packet meets no DNAT, that packet can reach nothing: the same
-    # verdict explains it, with its own walk as the evidence.
-    nat = next((v for v in verdicts if v.cause is Cause.CLUSTERIP_NAT_BROKEN and v.targets), None)
-    undnated = [(s, walk) for s in unexplained if s.no_answer and (walk := not_dnated(picture, s))]
-    if nat is not None and undnated:
-        verdicts[verdicts.index(nat)] = Verdict(
-            cause=nat.cause,
-            summary=nat.summary,
+    # missing, or the firewall named as dropping DNATed traffic, and the walk of this target's own packet shows
+    # exactly that, the same verdict explains it, with its own walk as the evidence.
+    for verdict in [v for v in verdicts if v.cause in WALKED_CAUSES and v.targets]:
+        shown = [(s, walk) for s in unexplained if s.no_answer and (walk := own_walk_shows(picture, s, verdict.cause))]
+        if not shown:
+            continue
+        verdicts[verdicts.index(verdict)] = Verdict(
+            cause=verdict.cause,
+            summary=verdict.summary,
             evidence=(
-                *nat.evidence,
-                *(f"and this ClusterIP fails the same way: {describe(s)}" for s, _ in undnated),
-                *dict.fromkeys(line for _, walk in undnated for line in walk),
+                *verdict.evidence,
+                *(f"and this ClusterIP fails the same way: {describe(s)}" for s, _ in shown),
+                *dict.fromkeys(line for _, walk in shown for line in walk),
             ),
-            next_steps=nat.next_steps,
-            targets=(*nat.targets, *(key(s.target) for s, _ in undnated)),
-            peer_nodes=nat.peer_nodes,
+            next_steps=verdict.next_steps,
+            targets=(*verdict.targets, *(key(s.target) for s, _ in shown)),
+            peer_nodes=verdict.peer_nodes,
         )
-        attached = {key(s.target) for s, _ in undnated}
+        attached = {key(s.target) for s, _ in shown}
         unexplained = [s for s in unexplained if key(s.target) not in attached]
     # an ingress that dials this node's paths (on this node, or where it runs is not known) and got silence from
     # its upstream (a 502/503 is an answer, not a drop) fails because of the dropped path already named
