@@ -1228,3 +1228,20 @@ def test_a_clusterip_not_probed_since_dns_began_failing_is_no_evidence_for_dns_s
     assert Cause.DNS_SERVICE_PATH not in node.causes()
     node.rounds(1, breaking(via_service)).facts(NODE_FACTS)  # now the ClusterIP target answered since the onset
     assert node.causes() == [Cause.DNS_SERVICE_PATH]
+
+
+def test_a_rule_waiting_for_its_contrast_holds_its_candidates_back_from_the_rules_after_it() -> None:
+    # The lab matrix, one-node udp-dns-loss: UDP DNS via the Service timed out twice before the ClusterIP and TCP
+    # DNS targets were due again; conntrack_race could not hold yet (no positive evidence), and forward_drop — the
+    # next rule, whose facts allow a drop on the path — named the node for a moment. While the race's contrasts
+    # are only unprobed, its candidates wait in `unknown`; once probed clean, the race is named.
+    def udp_via_service(t: AnyTarget) -> bool:
+        return t.name == "kube-dns" and t.transport is Transport.UDP
+
+    def probed_first(t: AnyTarget) -> bool:  # UDP via the Service and CoreDNS directly: "the pods answer"
+        return udp_via_service(t) or (t.path is PathClass.DNS and t.via is Via.POD)
+
+    node = Node().rounds(6).rounds_of(probed_first, 2, breaking(udp_via_service)).facts(NODE_FACTS)
+    assert node.causes() == [Cause.UNKNOWN]
+    node.rounds(1, breaking(udp_via_service)).facts(NODE_FACTS)  # TCP DNS and the ClusterIPs answered since
+    assert node.causes() == [Cause.CONNTRACK_RACE]

@@ -518,6 +518,26 @@ CONDITIONS: dict[str, Check] = {
 }
 
 
+def _not_probed_yet(targets: list[TargetStatus], since: float) -> bool:
+    """None of ``targets`` failed since ``since``, but not all were probed since: the contrast is not decided."""
+    return (
+        bool(targets)
+        and not any(x.failed_since(since) for x in targets)
+        and not all(any(r.at >= since for r in x.samples) for x in targets)
+    )
+
+
+# Conditions resting on "works since the failures began" (positive evidence) are undecided, not false, while a
+# contrast target has not been probed since: a rule whose every other condition holds then holds its candidates
+# back from the rules after it (they stay in `unknown`), so a later, less specific rule cannot name them in the
+# seconds before the evidence is in (lab matrix: forward_drop 6.6 s into udp-dns-loss, conntrack_race after).
+PENDING: dict[str, Check] = {
+    "tcp_dns_via_service_clean": lambda s: _not_probed_yet(_tcp_dns_of(s), s.onset),
+    "cluster_ips_clean_since": lambda s: _not_probed_yet(list(s.picture.cluster_ips), s.onset),
+    "udp_dns_direct_not_failing": lambda s: _not_probed_yet(_direct_udp_of(s), s.onset),
+}
+
+
 # --- shared lookups behind the conditions and the evidence ---------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from .conditions import (
     EVIDENCE,
     GROUPS,
     PEERS,
+    PENDING,
     SELECTORS,
     SUMMARIES,
     Scope,
@@ -66,6 +67,14 @@ class Rule:
             if facts is None or not facts.fresh_for(scope.candidates):
                 return False
         return all(CONDITIONS[name](scope) for name in self.needs)
+
+    def waits(self, scope: Scope) -> bool:
+        """Every condition holds or is undecided for want of a probe since the failures began (PENDING), at
+        least one is undecided: the rule may hold once the evidence is in."""
+        if self.fresh_facts or not scope.candidates:
+            return False
+        undecided = [name for name in self.needs if name in PENDING and PENDING[name](scope)]
+        return bool(undecided) and all(name in undecided or CONDITIONS[name](scope) for name in self.needs)
 
     def verdict(self, scope: Scope) -> Verdict:
         return Verdict.of(
@@ -256,13 +265,16 @@ def evaluate(picture: Picture) -> list[Verdict]:
     """Run the records in order; each sees only the failing targets the earlier ones left unexplained."""
     verdicts: list[Verdict] = []
     explained: set[str] = set()
+    held: set[str] = set()  # candidates of a rule still waiting for its evidence: no later rule takes them
     for rule in RULES:
-        for group in GROUPS[rule.per](picture, frozenset(explained)):
-            scope = Scope(picture, frozenset(explained), rule.looks_at, group)
+        for group in GROUPS[rule.per](picture, frozenset(explained | held)):
+            scope = Scope(picture, frozenset(explained | held), rule.looks_at, group)
             if rule.holds(scope):
                 verdict = rule.verdict(scope)
                 verdicts.append(verdict)
                 explained |= set(verdict.targets)
+            elif rule.waits(scope):
+                held |= {key(x.target) for x in scope.candidates}
     unexplained = [s for s in picture.failing if key(s.target) not in explained]
     # A silent ClusterIP target with no direct probe of its backends (the `kubernetes` Service: its endpoints are
     # the API servers' node addresses, not pods) is no candidate of the Service-path rules. When the NAT is named
