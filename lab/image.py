@@ -32,7 +32,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,15 +205,21 @@ LAB_EXPORTER_VALUES: dict[str, Any] = {
 }
 
 
-def start_lab_exporters(topo: Topology, volumes_dir: Path, within: float = 60.0) -> list[Container]:
+def start_lab_exporters(
+    topo: Topology,
+    volumes_dir: Path,
+    within: float = 60.0,
+    values_for: Callable[[str], Mapping[str, Any]] | None = None,
+) -> list[Container]:
     """One exporter container per node, from the chart rendered with the lab's values (discovery from the lab's
     API, the lab's other checks as ``probes.extraTargets``, LAB_EXPORTER_VALUES), each in its node's exporter pod
     namespace; returns when every one answers /readyz. The lab must be up without exporters of its own
-    (``with_exporters=False``)."""
+    (``with_exporters=False``). ``values_for(node)``: other chart values instead (the diagnosis matrix's cadence)."""
     started: list[Container] = []
     try:
         for node in topo.nodes:
-            rendered = render_chart(lab_values(topo, node.name, **LAB_EXPORTER_VALUES))
+            values = values_for(node.name) if values_for else lab_values(topo, node.name, **LAB_EXPORTER_VALUES)
+            rendered = render_chart(values)
             started.append(start_exporter(topo, node.name, rendered, volumes_dir))
         for node, container in zip(topo.nodes, started, strict=True):
             wait_ready(topo, node.name, container, within)

@@ -1,15 +1,15 @@
 """The localizer in the lab: every fault scenario, the exporters' own /diagnose, timed from `break` and `heal`.
 
-The lab is built without its own exporters; this module starts one per node with short intervals (probes every
-3 s, node facts every 1 s) reading node facts from the node's namespace (`node_facts.netns: nplab-node<N>`), from
-the lab's exporter config otherwise. A poller inside each exporter pod's namespace (never from the root
-namespace) reads /diagnose every 0.25 s. The matrix runs on two layouts (a lab each): the ingress controller
-on every node, and one controller on node1 reached from every node (the reported cluster). Per scenario, every
-node's expected verdict is stated: the expected causes must appear within 3 probe intervals of `break` and be
-what is held at the end, no node may ever report a named cause its case does not allow (an affected node may say
-`unknown` while the fault sets in; a node expected to stay clear may not), and every node must be clear
-within 3 intervals of `heal`. The measured matrix is written to out/diagnosis-matrix-<layout>.md (removed by
-`make clean`) for docs/diagnosis.md.
+The lab is built without its own exporters; this module starts one per node from the image, as the chart's DaemonSet
+runs it (lab/image.py), with short intervals (probes every 3 s, node facts every 1 s), node facts of the host and
+the node perspective, discovery from the lab's API, and the lab's static targets as extraTargets. A poller inside
+each exporter pod's namespace (never from the root namespace) reads /diagnose every 0.25 s. The matrix runs on two
+layouts (a lab each): the ingress controller on every node, and one controller on node1 reached from every node (the
+reported cluster). Per scenario, every node's expected verdict is stated: the expected causes must appear within 3
+probe intervals of `break` and be what is held at the end, no node may ever report a named cause its case does not
+allow (an affected node may say `unknown` while the fault sets in; a node expected to stay clear may not), and every
+node must be clear within 3 intervals of `heal`. The measured matrix is written to out/diagnosis-matrix-<layout>.md
+(removed by `make clean`) for docs/diagnosis.md.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from lab import cluster, exporters, netns, scenarios, workloads
-from lab.state import LabState, state_dir
+from lab import cluster, exporters, image, netns, scenarios
+from lab.state import state_dir
 from lab.topology import EXPORTER, INGRESS_EVERY_NODE, INGRESS_ONE_NODE, Topology
 
 pytestmark = pytest.mark.lab
@@ -78,14 +77,21 @@ def diagnosing_config(topo: Topology, node: str) -> dict[str, Any]:
     return config
 
 
+def diagnosing_values(topo: Topology, node: str) -> dict[str, Any]:
+    """The chart's values for the matrix: the lab's image values (node facts of the host, node perspective,
+    discovery from the lab's API) at the matrix's cadence, the lab's static targets as extraTargets, and no
+    discovered ingress: reached through the controllers' ClusterIP it lands on other nodes' controllers, which the
+    per-node expectations below do not model yet (issue 13)."""
+    values = image.lab_values(topo, node, **image.LAB_EXPORTER_VALUES)
+    static = diagnosing_config(topo, node)["targets"]
+    values["probes"] = {**values["probes"], "interval": f"{INTERVAL:g}s", "extraTargets": static}
+    values["nodeFacts"] = {**values["nodeFacts"], "interval": f"{FACTS_INTERVAL:g}s"}
+    values["cluster"] = {**values["cluster"], "ingressControllerService": ""}
+    return values
+
+
 def start_diagnosing_exporters(topo: Topology) -> None:
-    state = LabState.load()
-    for pod in topo.pods_of(EXPORTER):
-        path = state_dir() / "diagnosis" / f"{pod.node}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(diagnosing_config(topo, pod.node), sort_keys=False))
-        argv = [exporters.exporter_bin(), "run", "--config", str(path)]
-        workloads.start(state, f"exporter/{pod.name}", pod, argv, pod.ports["metrics"])
+    image.start_lab_exporters(topo, state_dir() / "volumes", values_for=lambda node: diagnosing_values(topo, node))
 
 
 UNKNOWN_TARGETS: dict[str, list[str]] = {}  # node → the targets of its last unknown verdict (for failure messages)
@@ -203,6 +209,10 @@ class Matrix:
 @pytest.fixture(scope="module", params=LAYOUTS)
 def diag_lab(request: pytest.FixtureRequest) -> Iterator[tuple[Topology, Matrix]]:
     layout: str = request.param
+    reason = image.podman_unavailable()
+    if reason:
+        pytest.skip(reason)
+    image.build()  # seconds when nothing changed
     with cluster.exclusive():  # another session (the lab tests, the demo) may be using the lab
         cluster.down()  # under the lock, a lab that exists is a crashed run's
         matrix = Matrix(layout)
