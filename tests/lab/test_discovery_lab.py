@@ -7,12 +7,12 @@ what it discovered before, count the failed requests, and still name the broken 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lab import cluster, image, monitoring, netns, probe, scenarios
+from lab import image, monitoring, probe, scenarios
 from lab.topology import Topology
 
 pytestmark = pytest.mark.lab
@@ -25,22 +25,6 @@ DISCOVERED = (  # some of what node2 discovers: the other exporters, the app's C
     "svc/keybuzz/keybuzz-front:80",
     "ep/keybuzz/keybuzz-front/keybuzz-front-0:8080",
 )
-
-
-@pytest.fixture(scope="module")
-def image_lab() -> Iterator[Topology]:
-    reason = image.podman_unavailable()
-    if reason:
-        pytest.skip(reason)
-    image.build()
-    with cluster.exclusive():
-        cluster.down()
-        try:
-            yield cluster.up(3, 1500, from_image=True)
-        finally:
-            cluster.down()
-            assert netns.lab_namespaces() == []
-            assert image.lab_containers() == []
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -79,9 +63,9 @@ def from_pod(s: Samples, name: str, target: str) -> float | None:
 
 
 def test_a_broken_kubernetes_clusterip_keeps_the_last_targets_counts_discovery_errors_and_names_the_path(
-    image_lab: Topology,
+    lab: Topology,
 ) -> None:
-    topo = image_lab
+    topo = lab  # the shared lab fixture: every exporter from the image (tests/lab/conftest.py)
     for node in topo.nodes:
         others = [t for t in DISCOVERED if t != f"peer/{node.name}"]  # no exporter probes itself
         wait_for(
