@@ -40,7 +40,6 @@ from .state import LabState, state_dir
 from .topology import COREDNS, EXPORTER, FRONT, KUBERNETES_IP, Pod, Topology
 
 API_PORT = 6443  # the K3s API server's port on the server node
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where the kubelet mounts it
 PROCESS = "apiserver/kube-apiserver"
 CONTROL_TIMEOUT = 10.0  # seconds for one write over the control socket
 
@@ -191,8 +190,9 @@ def path_of(resource: str, obj: Obj) -> str:
 # --- the server process ---------------------------------------------------------------------------------------
 
 
-async def serve(topo: Topology, directory: Path) -> None:
-    """Serve the topology until SIGTERM: TLS on the server node's address, plain HTTP on the control socket."""
+async def start_server(topo: Topology, directory: Path, host: str, port: int) -> FakeKubeAPI:
+    """The topology's objects served over TLS on host:port with the credentials in ``directory``
+    (:func:`make_credentials`), and in plain HTTP on its root-only control socket."""
     import ssl
 
     api = FakeKubeAPI()
@@ -201,11 +201,17 @@ async def serve(topo: Topology, directory: Path) -> None:
         api.add(resource, obj)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(directory / "server.crt", directory / "server.key")
-    await api.start(server_pod(topo).ip, API_PORT, tls)
+    await api.start(host, port, tls)
     sock = directory / "control.sock"
     sock.unlink(missing_ok=True)
     await api.start_unix(str(sock))
     sock.chmod(0o600)
+    return api
+
+
+async def serve(topo: Topology, directory: Path) -> None:
+    """Serve the topology until SIGTERM on the server node's address (:func:`start_server`)."""
+    api = await start_server(topo, directory, server_pod(topo).ip, API_PORT)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -257,6 +263,8 @@ class Control:
         controller do when a readiness probe starts failing or passes again)."""
         names = set(pods)
         for resource, obj in objects(topo):
+            if resource not in ("pods", "endpointslices"):
+                continue
             current = self.get(resource, obj)
             changed = copy.deepcopy(current)
             if resource == "pods" and current["metadata"]["name"] in names:

@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from exporter.discovery.config import SERVICE_ACCOUNT_DIR
+
 from . import apiserver, exporters, monitoring, netns
 from .netns import LabError
 from .operator_scrape import NAMESPACE, RELEASE
@@ -343,7 +345,7 @@ def run_args(
     args += _mounts(spec, c, volumes_dir, rendered.config_maps)
     if service_account is not None and spec.get("automountServiceAccountToken", True) is not False:
         source = _volume_files(volumes_dir / "serviceaccount", service_account)
-        args.append(f"--volume={source}:{apiserver.SERVICE_ACCOUNT_DIR}:ro")
+        args.append(f"--volume={source}:{SERVICE_ACCOUNT_DIR}:ro")
     if c.get("command"):
         args.append(f"--entrypoint={c['command'][0]}")
         image_and_args = [c["image"], *c["command"][1:], *c.get("args", [])]

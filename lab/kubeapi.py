@@ -94,7 +94,6 @@ class FakeKubeAPI:
         self.list_chunked = False
         self.list_gzip = False
         self.token: str | None = None  # when set, every request must carry it as a bearer token
-        self.scheme = "http"
         self.host = "127.0.0.1"
         self._ssl: ssl.SSLContext | None = None
         self._unix: asyncio.Server | None = None
@@ -107,7 +106,6 @@ class FakeKubeAPI:
         self.host = host or self.host
         self.port = self.port if port is None else port
         self._ssl = tls or self._ssl
-        self.scheme = "https" if self._ssl is not None else "http"
         self._server = await asyncio.start_server(self._handle, self.host, self.port, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -123,7 +121,7 @@ class FakeKubeAPI:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        return f"{'https' if self._ssl is not None else 'http'}://{self.host}:{self.port}"
 
     async def go_down(self) -> None:
         """Stop listening (new connections are refused) and cut every open connection."""
@@ -295,40 +293,45 @@ class FakeKubeAPI:
     async def _write(
         self, method: str, resource: str, namespace: str | None, name: str | None, body: bytes, w: asyncio.StreamWriter
     ) -> None:
-        """POST creates, PUT replaces, DELETE removes, GET of a name reads one object."""
-        key = (namespace or "", name or "")
-        try:
-            if method == "GET" and name is not None:
-                if key not in self.objects[resource]:
-                    raise KeyError(f"{resource} {name!r} not found")
-                await _send_json(w, 200, self.get(resource, namespace, name))
-            elif method == "DELETE" and name is not None:
-                if key not in self.objects[resource]:
-                    raise KeyError(f"{resource} {name!r} not found")
-                self.delete(resource, namespace, name)
-                await _send_json(w, 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-            elif method in ("POST", "PUT"):
+        """POST to a collection creates, PUT replaces, DELETE removes, GET of a name reads one object."""
+        allowed = ("POST",) if name is None else ("GET", "PUT", "DELETE")
+        if method not in allowed:
+            await _send_json(w, 405, _status(405, "MethodNotAllowed", f"{method} is not served here"))
+            return
+        obj: Any = None
+        if method in ("POST", "PUT"):
+            try:
                 obj = json.loads(body)
-                if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
-                    raise ValueError("the body is not an object with metadata")
-                if namespace is not None:
-                    obj["metadata"]["namespace"] = namespace
-                if method == "PUT" and obj["metadata"].get("name") != name:
-                    raise ValueError(f"the body's name {obj['metadata'].get('name')!r} is not the URL's {name!r}")
-                if method == "POST" and name is None:
-                    await _send_json(w, 201, self.add(resource, obj))
-                elif method == "PUT":
-                    await _send_json(w, 200, self.modify(resource, obj))
-                else:
-                    await _send_json(w, 405, _status(405, "MethodNotAllowed", f"{method} to a named object"))
-            else:
-                await _send_json(w, 405, _status(405, "MethodNotAllowed", f"{method} is not served"))
-        except KeyError as exc:
-            missing = "missing" in str(exc) or "not found" in str(exc)
-            code, reason = (404, "NotFound") if missing else (409, "AlreadyExists")
-            await _send_json(w, code, _status(code, reason, str(exc).strip("'\"")))
-        except ValueError as exc:
-            await _send_json(w, 400, _status(400, "BadRequest", str(exc)))
+            except ValueError:
+                obj = None
+            if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+                await _send_json(w, 400, _status(400, "BadRequest", "the body is not an object with metadata"))
+                return
+            if namespace is not None:
+                obj["metadata"]["namespace"] = namespace
+            if method == "PUT" and obj["metadata"].get("name") != name:
+                message = f"the body's name {obj['metadata'].get('name')!r} is not the URL's {name!r}"
+                await _send_json(w, 400, _status(400, "BadRequest", message))
+                return
+            name = name or str(obj["metadata"].get("name") or "")
+            if not name:
+                await _send_json(w, 400, _status(400, "BadRequest", "metadata.name is required"))
+                return
+        name = name or ""  # a named request, or a POST's body name
+        exists = (namespace or "", name) in self.objects[resource]
+        if method == "POST" and exists:
+            await _send_json(w, 409, _status(409, "AlreadyExists", f"{resource} {name!r} already exists"))
+        elif method != "POST" and not exists:
+            await _send_json(w, 404, _status(404, "NotFound", f"{resource} {name!r} not found"))
+        elif method == "POST":
+            await _send_json(w, 201, self.add(resource, obj))
+        elif method == "PUT":
+            await _send_json(w, 200, self.modify(resource, obj))
+        elif method == "DELETE":
+            self.delete(resource, namespace, name)
+            await _send_json(w, 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        else:
+            await _send_json(w, 200, self.get(resource, namespace, name))
 
     async def _list(self, req: Request, selector: str, w: asyncio.StreamWriter) -> None:
         _, api_version, kind, _ = RESOURCES[req.resource]

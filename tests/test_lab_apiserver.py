@@ -82,16 +82,7 @@ async def served(topo: Topology, tmp_path: Path) -> AsyncIterator[FakeKubeAPI]:
     """The lab's API as lab/apiserver.py serves it, on 127.0.0.1 (the lab's address needs the lab)."""
     creds = tmp_path / "apiserver"
     apiserver.make_credentials(topo, creds, extra_ips=["127.0.0.1"])
-    import ssl
-
-    api = FakeKubeAPI()
-    api.token = (creds / "token").read_text()
-    for resource, obj in apiserver.objects(topo):
-        api.add(resource, obj)
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(creds / "server.crt", creds / "server.key")
-    await api.start("127.0.0.1", 0, tls)
-    await api.start_unix(str(creds / "control.sock"))
+    api = await apiserver.start_server(topo, creds, "127.0.0.1", 0)
     try:
         yield api
     finally:
@@ -136,3 +127,27 @@ async def test_the_lab_marks_replicas_not_ready_through_the_control_socket(
     assert [
         e["conditions"]["ready"] for e in served.get("endpointslices", "keybuzz", "keybuzz-front-lab")["endpoints"]
     ] == [True, True]
+
+
+async def test_writes_answer_as_the_api_server_does(served: FakeKubeAPI, tmp_path: Path) -> None:
+    """Create, conflict, replace, delete, not found, bad bodies: the codes and Status reasons the real API gives."""
+    token = (tmp_path / "apiserver" / "token").read_text()
+    transport = httpx.AsyncHTTPTransport(uds=str(tmp_path / "apiserver" / "control.sock"))
+    headers = {"Authorization": f"Bearer {token}"}
+    pods = "/api/v1/namespaces/keybuzz/pods"
+    new = {"metadata": {"name": "extra"}, "spec": {"nodeName": "node1"}, "status": {}}
+    async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as client:
+        created = await client.post(pods, json=new)
+        assert created.status_code == 201 and created.json()["metadata"]["namespace"] == "keybuzz"
+        again = await client.post(pods, json=new)
+        assert (again.status_code, again.json()["reason"]) == (409, "AlreadyExists")
+        renamed = await client.put(f"{pods}/extra", json={"metadata": {"name": "other"}})
+        assert renamed.status_code == 400
+        nameless = await client.post(pods, json={"metadata": {}})
+        assert nameless.status_code == 400
+        assert (await client.delete(f"{pods}/extra")).status_code == 200
+        gone = await client.delete(f"{pods}/extra")
+        assert (gone.status_code, gone.json()["reason"]) == (404, "NotFound")
+        assert (await client.post(f"{pods}/extra", json=new)).status_code == 405
+    events = [t for _, r, t, o in served.history if r == "pods" and o["metadata"]["name"] == "extra"]
+    assert events == ["ADDED", "DELETED"]
