@@ -717,7 +717,7 @@ def _undecided_why(s: Scope) -> str:
     return ""
 
 
-def _packet(s: Scope, x: TargetStatus) -> netfilter.Packet | None:
+def _packet(p: Picture, x: TargetStatus) -> netfilter.Packet | None:
     t = x.target
     if isinstance(t, TCPTarget | DNSTarget):
         port = t.port
@@ -726,7 +726,7 @@ def _packet(s: Scope, x: TargetStatus) -> netfilter.Packet | None:
         port = url.port or (443 if url.scheme == "https" else 80)
     else:
         return None
-    return netfilter.Packet(t.transport.value, host_of(t), port, s.picture.perspective)
+    return netfilter.Packet(t.transport.value, host_of(t), port, p.perspective)
 
 
 def _walks(s: Scope) -> list[tuple[str, netfilter.Packet, netfilter.Walk]]:
@@ -738,32 +738,30 @@ def _walks(s: Scope) -> list[tuple[str, netfilter.Packet, netfilter.Walk]]:
         if not ipt.tables:
             continue  # rules not kept with these facts (an older reader): nothing to walk
         for x in s.candidates:
-            packet = _packet(s, x)
+            packet = _packet(s.picture, x)
             if packet is not None and x.target.path is PathClass.CLUSTER_IP:
                 out.append((backend, packet, netfilter.walk(ipt, packet)))
     return out
 
 
+# What a ClusterIP packet's walk shows when it is the named fault: no DNAT — the packet keeps its ClusterIP and
+# reaches nothing, whatever its backends do —, or a DNAT followed by a rule (or policy) that drops it.
+WALK_SHOWS: dict[Cause, Callable[[netfilter.Walk], bool]] = {
+    Cause.CLUSTERIP_NAT_BROKEN: lambda w: not w.dnat,
+    Cause.FORWARD_DROP: lambda w: bool(w.dnat) and bool(w.drop or w.may_drop or w.policy_drop),
+}
+
+
 def own_walk_shows(p: Picture, x: TargetStatus, cause: Cause) -> list[str]:
-    """The walk of ``x``'s own packet through every backend holding kube-proxy's rules, when each shows the fault
-    ``cause`` names (else []): for clusterip_nat_broken no DNAT — the packet keeps its ClusterIP and reaches
-    nothing, whatever its backends do —, for forward_drop a DNAT followed by a rule (or policy) that drops it."""
-    facts = p.node_facts
-    packet = _packet(Scope(p, frozenset(), "every failing target"), x)
-    if facts is None or packet is None or x.target.path is not PathClass.CLUSTER_IP:
+    """The walk of ``x``'s own packet through every backend holding kube-proxy's rules, described, when each shows
+    the fault ``cause`` names (WALK_SHOWS); else []."""
+    facts, packet, shows = p.node_facts, _packet(p, x), WALK_SHOWS.get(cause)
+    if facts is None or packet is None or shows is None or x.target.path is not PathClass.CLUSTER_IP:
         return []
     out = []
     for backend, ipt in facts.kube_backends():
-        if not ipt.tables:
-            return []  # rules not kept with these facts: no walk, no evidence
-        walked = netfilter.walk(ipt, packet)
-        if cause is Cause.CLUSTERIP_NAT_BROKEN:
-            shows = not walked.dnat
-        elif cause is Cause.FORWARD_DROP:
-            shows = bool(walked.dnat) and bool(walked.drop or walked.may_drop or walked.policy_drop)
-        else:
-            shows = False
-        if not shows:
+        walked = netfilter.walk(ipt, packet) if ipt.tables else None  # no rules kept with the facts: no evidence
+        if walked is None or not shows(walked):
             return []
         out += netfilter.describe_walk(backend, packet, walked, None)
     return out

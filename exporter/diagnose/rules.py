@@ -9,7 +9,8 @@ together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from ..model import PathClass
 from .causes import Cause
@@ -21,6 +22,7 @@ from .conditions import (
     PENDING,
     SELECTORS,
     SUMMARIES,
+    WALK_SHOWS,
     Scope,
     own_walk_shows,
     ruled_out,
@@ -257,8 +259,9 @@ DROP_CAUSES = frozenset(
 )
 
 
-# Causes a ClusterIP target's own packet walk can show (own_walk_shows): no DNAT, or a DNAT then a drop.
-WALKED_CAUSES = (Cause.CLUSTERIP_NAT_BROKEN, Cause.FORWARD_DROP)
+def _extended(verdict: Verdict, evidence: Iterable[str], targets: Iterable[str]) -> Verdict:
+    """The verdict, also explaining ``targets``, with ``evidence`` added."""
+    return replace(verdict, evidence=(*verdict.evidence, *evidence), targets=(*verdict.targets, *targets))
 
 
 def evaluate(picture: Picture) -> list[Verdict]:
@@ -280,24 +283,15 @@ def evaluate(picture: Picture) -> list[Verdict]:
     # the API servers' node addresses, not pods) is no candidate of the Service-path rules. When the NAT is named
     # missing, or the firewall named as dropping DNATed traffic, and the walk of this target's own packet shows
     # exactly that, the same verdict explains it, with its own walk as the evidence.
-    for verdict in [v for v in verdicts if v.cause in WALKED_CAUSES and v.targets]:
+    for verdict in [v for v in verdicts if v.cause in WALK_SHOWS and v.targets]:
         shown = [(s, walk) for s in unexplained if s.no_answer and (walk := own_walk_shows(picture, s, verdict.cause))]
-        if not shown:
-            continue
-        verdicts[verdicts.index(verdict)] = Verdict(
-            cause=verdict.cause,
-            summary=verdict.summary,
-            evidence=(
-                *verdict.evidence,
+        if shown:
+            evidence = [
                 *(f"and this ClusterIP fails the same way: {describe(s)}" for s, _ in shown),
                 *dict.fromkeys(line for _, walk in shown for line in walk),
-            ),
-            next_steps=verdict.next_steps,
-            targets=(*verdict.targets, *(key(s.target) for s, _ in shown)),
-            peer_nodes=verdict.peer_nodes,
-        )
-        attached = {key(s.target) for s, _ in shown}
-        unexplained = [s for s in unexplained if key(s.target) not in attached]
+            ]
+            verdicts[verdicts.index(verdict)] = _extended(verdict, evidence, [key(s.target) for s, _ in shown])
+            unexplained = [s for s in unexplained if all(s is not x for x, _ in shown)]
     # an ingress that dials this node's paths (on this node, or where it runs is not known) and got silence from
     # its upstream (a 502/503 is an answer, not a drop) fails because of the dropped path already named
     network = [v for v in verdicts if v.targets and v.cause in DROP_CAUSES]
@@ -310,13 +304,8 @@ def evaluate(picture: Picture) -> list[Verdict]:
     ]
     if network and ingress:
         first = network[0]
-        verdicts[verdicts.index(first)] = Verdict(
-            cause=first.cause,
-            summary=first.summary,
-            evidence=(*first.evidence, *(f"and so the ingress fails: {describe(s)}" for s in ingress)),
-            next_steps=first.next_steps,
-            targets=(*first.targets, *(key(s.target) for s in ingress)),
-            peer_nodes=first.peer_nodes,
+        verdicts[verdicts.index(first)] = _extended(
+            first, [f"and so the ingress fails: {describe(s)}" for s in ingress], [key(s.target) for s in ingress]
         )
         unexplained = [s for s in unexplained if s not in ingress]
     if unexplained:
