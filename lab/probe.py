@@ -75,6 +75,13 @@ def table(topo: Topology, node: str) -> str:
     return netns.run(_argv(topo, node, False), check=False, timeout=PROBE_RUN_TIMEOUT)
 
 
+def _diagnose_argv(topo: Topology, node: str) -> list[str]:
+    """`netpath-exporter diagnose --url` of ``node``'s running exporter, run inside its pod's namespace."""
+    pod = topo.pod_on(EXPORTER, node)
+    url = f"http://{pod.ip}:{pod.ports['metrics']}"
+    return ["ip", "netns", "exec", netns.check_name(pod.netns), exporter_bin(), "diagnose", "--url", url]
+
+
 def diagnosis(
     topo: Topology, node: str, *, cause: str | None = None, within: float = 30.0, every: float = 2.0
 ) -> tuple[bool, str]:
@@ -83,9 +90,7 @@ def diagnosis(
     Polls (bounded by ``within`` seconds) until the report names ``cause`` — or, with no ``cause``, until the
     exporter reports anything wrong (the command exits 1) — since a verdict needs a couple of probe intervals
     after a fault; returns (named, the last report)."""
-    pod = topo.pod_on(EXPORTER, node)
-    url = f"http://{pod.ip}:{pod.ports['metrics']}"
-    argv = ["ip", "netns", "exec", netns.check_name(pod.netns), exporter_bin(), "diagnose", "--url", url]
+    argv = _diagnose_argv(topo, node)
     deadline = time.monotonic() + within
     while True:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_RUN_TIMEOUT)
@@ -102,10 +107,10 @@ def clear(topo: Topology, *, within: float = 60.0, every: float = 2.0) -> float 
     pending = {n.name for n in topo.nodes}
     while pending:
         for node in sorted(pending):
-            pod = topo.pod_on(EXPORTER, node)
-            url = f"http://{pod.ip}:{pod.ports['metrics']}"
-            argv = ["ip", "netns", "exec", netns.check_name(pod.netns), exporter_bin(), "diagnose", "--url", url]
-            if subprocess.run(argv, capture_output=True, timeout=PROBE_RUN_TIMEOUT).returncode == 0:
+            if (
+                subprocess.run(_diagnose_argv(topo, node), capture_output=True, timeout=PROBE_RUN_TIMEOUT).returncode
+                == 0
+            ):
                 pending.discard(node)
         if pending and time.monotonic() + every > begin + within:
             return None
