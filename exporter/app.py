@@ -16,11 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from .background import BackgroundTasks
 from .config import Config
-from .diagnose import DiagnosisMetrics, Localizer
+from .diagnose import Diagnosis, DiagnosisMetrics, Localizer
+from .diagnose.attribution import with_peer_reports
 from .logs import TargetStateLog
 from .metrics import ProbeMetrics
 from .model import AnyTarget, DNSTarget, HTTPTarget, ProbeResult, TCPTarget, Via, seen_from
 from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
+from .peer_reports import PeerReports, peer_urls
 from .perspective import NodePerspective
 from .probes import prepare as prepare_probes
 from .probes import run_probe
@@ -49,7 +51,18 @@ class Exporter:
             in_flight=lambda: self.scheduler.in_flight,
         )
         self.localizer = Localizer(source_node=config.source_node, perspective=config.perspective)
-        DiagnosisMetrics(registry, self.localizer.diagnose, source_node=config.source_node)
+        self.peer_reports = (
+            PeerReports(
+                registry,
+                source_node=config.source_node,
+                peers=lambda: peer_urls(self.scheduler.targets()),
+                interval=config.peer_reports.interval,
+                timeout=config.peer_reports.timeout,
+            )
+            if config.peer_reports.enabled
+            else None
+        )
+        DiagnosisMetrics(registry, self.diagnose, source_node=config.source_node)
         sink = Tee(self.metrics, self.localizer, TargetStateLog())  # TargetStateLog: flips, for the logs
         self.scheduler = Scheduler(
             sink,
@@ -97,6 +110,8 @@ class Exporter:
         spawn("heartbeat", self._beat)
         if self.node_perspective is not None:
             spawn("node_perspective", self.node_perspective.run)
+        if self.peer_reports is not None:
+            spawn("peer_reports", self.peer_reports.run)
         if self.node_facts is not None:
             facts = self.config.node_facts
             spawn(
@@ -124,6 +139,12 @@ class Exporter:
                 ),
             )
         self._started = True
+
+    def diagnose(self) -> Diagnosis:
+        """This node's diagnosis, with failures through a peer's faulty component attributed to that peer
+        (its own report, when fresh). Called from the HTTP thread: /metrics and /diagnose."""
+        own = self.localizer.diagnose()
+        return own if self.peer_reports is None else with_peer_reports(own, self.peer_reports.fresh())
 
     def _on_node_facts(self, snapshot: NodeFacts) -> None:
         if self.node_facts is not None:

@@ -152,7 +152,7 @@ async def _run(config: Config) -> int:
                 registry,
                 healthy=exporter.healthy,
                 ready=exporter.ready,
-                routes={"/diagnose": lambda: _json_response(exporter.localizer.diagnose().as_dict())},
+                routes={"/diagnose": lambda: _json_response(exporter.diagnose().as_dict())},
             )
         except OSError as exc:
             print(

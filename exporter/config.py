@@ -124,6 +124,16 @@ class NodePerspectiveConfig:
 
 
 @dataclass(frozen=True)
+class PeerReportsConfig:
+    """Reading the peer exporters' own /diagnose (exporter/diagnose/peer_reports.py), so a failure seen through
+    a component on another node is attributed to that node's named cause (docs/diagnosis.md, principle 3)."""
+
+    enabled: bool = True  # needs nothing but the peers' port, which discovery already probes
+    interval: float = 10.0  # seconds between rounds; a report older than 3 intervals is not used
+    timeout: float = 2.0  # per peer: connect, request and read
+
+
+@dataclass(frozen=True)
 class Config:
     source_node: str
     listen_host: str = "0.0.0.0"
@@ -135,6 +145,7 @@ class Config:
     discovery: DiscoveryConfig | None = None  # Kubernetes discovery; None: static targets only
     node_facts: NodeFactsConfig = field(default_factory=NodeFactsConfig)
     node_perspective: NodePerspectiveConfig = field(default_factory=NodePerspectiveConfig)
+    peer_reports: PeerReportsConfig = field(default_factory=PeerReportsConfig)
 
 
 # --- targets ---
@@ -257,6 +268,7 @@ _TOP_KEYS = {
     "discovery",
     "node_facts",
     "node_perspective",
+    "peer_reports",
 }
 
 
@@ -330,6 +342,19 @@ def parse_config(raw: Any) -> Config:
             "the exporter already runs in the node's namespace (perspective: node); there is no second view",
         )
 
+    peer_raw = read_mapping(doc.get("peer_reports", {}), "peer_reports")
+    check_keys(peer_raw, {"enabled", "interval", "timeout"}, "peer_reports")
+    peer_reports = PeerReportsConfig(
+        enabled=read_bool(peer_raw.get("enabled", True), "peer_reports.enabled"),
+        interval=read_duration(peer_raw.get("interval", 10.0), "peer_reports.interval", 1.0, 300.0),
+        # default: 2 s, or half the interval when that is shorter (a round ends before the next is due)
+        timeout=read_duration(peer_raw["timeout"], "peer_reports.timeout", 0.1, 30.0)
+        if "timeout" in peer_raw
+        else min(2.0, read_duration(peer_raw.get("interval", 10.0), "peer_reports.interval", 1.0, 300.0) / 2),
+    )
+    if peer_reports.timeout >= peer_reports.interval:
+        raise ConfigError("peer_reports.timeout", "must be shorter than peer_reports.interval")
+
     return Config(
         source_node=source_node,
         listen_host=listen_host,
@@ -341,6 +366,7 @@ def parse_config(raw: Any) -> Config:
         discovery=discovery,
         node_facts=node_facts,
         node_perspective=node_perspective,
+        peer_reports=peer_reports,
     )
 
 

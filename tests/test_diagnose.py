@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.diagnose import CAUSES, Cause, Diagnosis, DiagnosisMetrics, Localizer, render_report
+from exporter.diagnose.localizer import PeerFault
 from exporter.model import (
     AnyTarget,
     DNSTarget,
@@ -614,7 +615,12 @@ def test_the_metric_renders_every_cause_one_while_held() -> None:
 
 
 def test_docs_metrics_diagnosis_section_matches_the_exposition() -> None:
-    assert exposed(exposition(Node().rounds(3))) == documented("Diagnosis")
+    # with a peer's fault held, so netpath_peer_fault (rendered only while held) shows its labels
+    node = Node().rounds(3)
+    fault = PeerFault(owner="node1", causes=("clusterip_nat_broken",), components=("ingress-node1",), targets=())
+    registry = CollectorRegistry()
+    DiagnosisMetrics(registry, lambda: replace(node.diagnosis(), peer_faults=(fault,)), source_node="node2")
+    assert exposed(generate_latest(registry).decode()) == documented("Diagnosis")
 
 
 def test_docs_metrics_diagnosis_section_lists_every_cause() -> None:

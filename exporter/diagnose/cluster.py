@@ -174,13 +174,19 @@ def combine(answers: Iterable[ExporterAnswer]) -> ClusterView:
     by_node = {doc["source_node"]: doc for _, doc in docs}
     nodes = []
     for exporter, doc in docs:
-        failing = tuple(_attributed(leg, by_node) for leg in _failing_legs(doc))
+        failing = attribute_legs(doc, by_node)
         named = tuple(
             NamedCause(doc["source_node"], v["cause"], v["summary"]) for v in doc["verdicts"] if v["cause"] != UNKNOWN
         )
         sees = () if named or not failing or not all(leg.seen_on for leg in failing) else _seen_through(failing)
         nodes.append(NodeView(doc["source_node"], exporter, doc, failing, named, sees))
     return ClusterView(tuple(nodes), tuple(unreachable))
+
+
+def attribute_legs(doc: dict[str, Any], by_node: dict[str, dict[str, Any]]) -> tuple[FailingLeg, ...]:
+    """Every failing leg of one node's document, with `seen_on` set on those that are another node's fault
+    according to that node's own document in `by_node` (node name → /diagnose document)."""
+    return tuple(_attributed(leg, by_node) for leg in _failing_legs(doc))
 
 
 def _failing_legs(doc: dict[str, Any]) -> Iterable[FailingLeg]:

@@ -22,6 +22,17 @@ from .window import Sample, TargetStatus, TargetWindow
 
 
 @dataclass(frozen=True)
+class PeerFault:
+    """This node's failing legs that run through a component on peer node `owner`, which `owner`'s own
+    exporter explains by `causes` (docs/diagnosis.md, "Peer reports")."""
+
+    owner: str
+    causes: tuple[str, ...]
+    components: tuple[str, ...]  # the names of those components, as this node probes them
+    targets: tuple[str, ...]  # this node's targets (name/transport) that fail through them
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     source_node: str
     perspective: Perspective
@@ -30,6 +41,8 @@ class Diagnosis:
     verdicts: tuple[Verdict, ...]
     facts_read_at: float | None  # None: no node-facts reading yet (or facts disabled)
     facts_node_view: bool  # the facts describe a node's namespace (VXLAN link present)
+    # Failures explained by a peer's own verdict; the `unknown` verdicts they fully cover are dropped.
+    peer_faults: tuple[PeerFault, ...] = ()
 
     @property
     def causes(self) -> set[Cause]:
@@ -38,6 +51,7 @@ class Diagnosis:
     def as_dict(self) -> dict[str, Any]:
         """The /diagnose document (and `diagnose --json`); the human report is rendered from this."""
         explained_by = {t: v.cause.value for v in self.verdicts for t in v.targets}
+        seen_on = {t: f.owner for f in self.peer_faults for t in f.targets}
         return {
             "source_node": self.source_node,
             "perspective": self.perspective.value,
@@ -54,11 +68,23 @@ class Diagnosis:
                 }
                 for v in self.verdicts
             ],
-            "targets": [_status_record(s, explained_by.get(key(s.target), "")) for s in self.statuses],
+            "peer_faults": [
+                {
+                    "node": f.owner,
+                    "causes": list(f.causes),
+                    "components": list(f.components),
+                    "targets": list(f.targets),
+                }
+                for f in self.peer_faults
+            ],
+            "targets": [
+                _status_record(s, explained_by.get(key(s.target), ""), seen_on.get(key(s.target), ""))
+                for s in self.statuses
+            ],
         }
 
 
-def _status_record(status: TargetStatus, explained_by: str) -> dict[str, Any]:
+def _status_record(status: TargetStatus, explained_by: str, seen_on: str = "") -> dict[str, Any]:
     t = status.target
     last = status.last
     typical = status.typical_ok_seconds
@@ -81,7 +107,8 @@ def _status_record(status: TargetStatus, explained_by: str) -> dict[str, Any]:
         "last_http_status": last.http_status if last else None,
         "typical_seconds": round(typical, 6) if typical is not None else None,
         "syn_retransmits": status.syn_retransmits,
-        "explained_by": explained_by,
+        "explained_by": explained_by,  # this node's own verdict only: peers read it (never seen_on) to attribute
+        "seen_on": seen_on,
     }
 
 

@@ -73,9 +73,21 @@ def render_report(doc: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"Not enough probes yet ({len(pending)}): " + ", ".join(t["name"] for t in pending))
     verdicts = doc["verdicts"]
+    peer_faults = doc.get("peer_faults") or []
     lines.append("")
+    for fault in peer_faults:
+        lines.append(
+            f"Seen through node {fault['node']}: {', '.join(fault['components'])} fails there too, and node "
+            f"{fault['node']}'s own exporter names {', '.join(fault['causes'])} for it — these failures are that "
+            f"node's fault (this node reached it and got answers). Look at node {fault['node']}'s report."
+        )
+    if peer_faults:
+        lines.append("")
     if not verdicts:
-        lines.append("No cause found: every probed path works." if not failing else "No cause named.")
+        if not failing:
+            lines.append("No cause found: every probed path works.")
+        elif not peer_faults:
+            lines.append("No cause named.")
     for verdict in verdicts:
         label = "Likely cause" if verdict["cause"] != "unknown" else "Unknown cause"
         lines.append(f"{label}: {verdict['summary']} [{verdict['cause']}]")

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.lab
 INTERVAL = 3.0
 INGRESS_INTERVAL = INTERVAL
 FACTS_INTERVAL = 1.0
+PEER_REPORTS_INTERVAL = 1.0  # peers' /diagnose read every second: an attribution lags the owner's verdict ≤ 1 s
 LOSS_RATE = 0.9
 JITTER = 0.1  # the scheduler's default spread of each interval
 
@@ -59,8 +60,9 @@ while time.time() < until:
         with urllib.request.urlopen(url, timeout=1) as r:
             doc = json.loads(r.read())
         unknown = sorted(t for v in doc["verdicts"] if v["cause"] == "unknown" for t in v["targets"])
-        print(json.dumps({"t": time.time(), "causes": sorted(v["cause"] for v in doc["verdicts"]), "unknown": unknown}),
-              flush=True)
+        # a node seeing a peer's named fault (peer reports) is "seen:<peer>": principle 3, not a cause of its own
+        causes = sorted(v["cause"] for v in doc["verdicts"]) + ["seen:" + f["node"] for f in doc.get("peer_faults", [])]
+        print(json.dumps({"t": time.time(), "causes": causes, "unknown": unknown}), flush=True)
     except Exception as exc:
         print(json.dumps({"t": time.time(), "error": str(exc)}), flush=True)
     time.sleep(float(sys.argv[3]))
@@ -87,6 +89,7 @@ def diagnosing_values(topo: Topology, node: str) -> dict[str, Any]:
     values["probes"] = {**values["probes"], "interval": f"{INTERVAL:g}s", "extraTargets": static}
     values["nodeFacts"] = {**values["nodeFacts"], "interval": f"{FACTS_INTERVAL:g}s"}
     values["cluster"] = {**values["cluster"], "ingressControllerService": ""}
+    values["peerReports"] = {"enabled": True, "interval": f"{PEER_REPORTS_INTERVAL:g}s"}
     return values
 
 
@@ -152,7 +155,8 @@ def cases(layout: str) -> list[Case]:
     one = layout == INGRESS_ONE_NODE
     # the reported picture: in the one-node layout the broken node is the ingress's own
     nat_node = "node1" if one else "node2"
-    through_ingress = {"node2": {"unknown"}, "node3": {"unknown"}} if one else {}
+    # node2 and node3 see node1's named cause through its ingress (peer reports): "seen:node1", never a cause
+    through_ingress = {"node2": {"seen:node1"}, "node3": {"seen:node1"}} if one else {}
     return [
         Case("clusterip-nat", nat_node, on({nat_node: {"clusterip_nat_broken"}, **through_ingress})),
         Case("forward-drop-dnat", "node2", on({"node2": {"forward_drop"}})),
@@ -171,13 +175,13 @@ def cases(layout: str) -> list[Case]:
             "bridge-nf-off",
             "node1",
             on({"node1": {"bridge_nf_off"}}),
-            tolerate={"node2": {"unknown"}, "node3": {"unknown"}} if one else {},
+            tolerate={"node2": {"unknown", "seen:node1"}, "node3": {"unknown", "seen:node1"}} if one else {},
         ),
         # only the node the ingress runs on has observed every leg of the request
         Case(
             "backend-slow",
             None,
-            on({"node1": {"backend_slow"}, "node2": {"unknown"}, "node3": {"unknown"}})
+            on({"node1": {"backend_slow"}, "node2": {"seen:node1"}, "node3": {"seen:node1"}})
             if one
             else everywhere("backend_slow"),
             interval=INGRESS_INTERVAL,
@@ -268,7 +272,13 @@ def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
         expected = case.expect[node]
         # while a fault sets in, an affected node may say `unknown` (what fails, nothing named yet): never a
         # named cause its case does not state; a node expected to stay clear may not even say `unknown`
-        allowed = expected | case.tolerate.get(node, NONE) | ({"unknown"} if expected else NONE)
+        # `seen:<peer>` refines that `unknown`: allowed where it is, for a peer the case expects to name a cause
+        seeing = {
+            f"seen:{n}"
+            for n in ALL
+            if n != node and case.expect[n] - {"unknown"} and not any(c.startswith("seen:") for c in case.expect[n])
+        }
+        allowed = expected | case.tolerate.get(node, NONE) | ({"unknown", *seeing} if expected else NONE)
         samples = during[node]
         never_allowed = [(round(t - broke_at, 1), sorted(c - allowed)) for t, c in samples if c - allowed]
         if never_allowed:

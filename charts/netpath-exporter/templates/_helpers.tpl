@@ -151,7 +151,8 @@ https://github.com/netpath-exporter/netpath-exporter/blob/main/docs/runbooks/
       "defaults" (dict "interval" $v.probes.interval "timeout" $v.probes.timeout)
       "discovery" $discovery
       "node_facts" $facts
-      "node_perspective" (dict "enabled" $v.nodePerspective.enabled "netns" "/proc/1/ns/net") -}}
+      "node_perspective" (dict "enabled" $v.nodePerspective.enabled "netns" "/proc/1/ns/net")
+      "peer_reports" (dict "enabled" $v.peerReports.enabled "interval" $v.peerReports.interval) -}}
 {{- if $targets -}}
 {{- $_ := set $config "targets" $targets -}}
 {{- end -}}
