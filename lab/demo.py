@@ -1,6 +1,8 @@
-"""`make demo`: build the lab, show what every exporter sees while healthy, break the ClusterIP NAT hook on
-node2 (the reported pattern: pod IPs fine, ClusterIPs and DNS failing, 504 at the ingress from that node),
-show it again, heal, tear down. Always tears down, also on Ctrl-C or an error.
+"""`make demo`: build the lab in the reported cluster's layout (one ingress controller, on node1, reached from
+every node; CoreDNS on node1), show what every exporter sees while healthy, break the ClusterIP NAT hook on
+node1 (the reported picture: pod IPs fine, ClusterIPs and DNS failing there, and 504 through node1's ingress
+from every node), show it again, heal, tear down, and end with the cluster report of the broken phase (`diagnose
+--cluster`: node1 named, node2 and node3 seeing node1's fault). Always tears down, also on Ctrl-C or an error.
 
 The exporters run from the container image (`make image`'s build, done first), started as the chart's DaemonSet
 runs them (lab/image.py); ``--no-image`` runs them as venv processes instead, the quick developer path.
@@ -17,9 +19,9 @@ from types import FrameType
 
 from . import cluster, monitoring, netns, probe, scenarios
 from .netns import LabError
-from .topology import Topology
+from .topology import INGRESS_ONE_NODE, Topology
 
-BROKEN_NODE = "node2"
+BROKEN_NODE = "node1"  # runs the only ingress controller and CoreDNS: the reported picture
 ALERT_WAIT = 120.0  # seconds: the differential needs 10 probes in its window and `for: 1m`
 
 
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(started: float, *, from_image: bool) -> int:
-    named, report = False, ""
+    named, report, whole, cluster_text = False, "", False, ""
     try:
         cluster.down()  # leftovers of an interrupted run
         if from_image:
@@ -66,9 +68,10 @@ def _demo(started: float, *, from_image: bool) -> int:
         how = "from the image, as the chart's DaemonSet runs it" if from_image else "as venv processes (--no-image)"
         banner(
             "lab up: 3 nodes (flannel-like VXLAN, kube-proxy-like NAT, UFW-like firewall), CoreDNS "
-            f"(dnsmasq), keybuzz-front x2, nginx ingress per node, one netpath-exporter per node {how}"
+            f"(dnsmasq) on node1, keybuzz-front x2, one nginx ingress controller on node1 reached from every node "
+            f"(K3s' Traefik behind ServiceLB), one netpath-exporter per node {how}"
         )
-        topo = cluster.up(3, 1500, from_image=from_image)
+        topo = cluster.up(3, 1500, from_image=from_image, ingress=INGRESS_ONE_NODE)
         monitoring.start(topo)  # Prometheus + Alertmanager in nplab-node1, scraping as the operator would
         print(cluster.status(), flush=True)
         if from_image:
@@ -91,11 +94,17 @@ def _demo(started: float, *, from_image: bool) -> int:
         tables(topo)
         print(
             f"\nexpected on {BROKEN_NODE}: pod IPs and CoreDNS-by-pod-IP fine; the ClusterIP, DNS via "
-            "10.43.0.10 and the ingress (504) failing. Other nodes: all fine.",
+            "10.43.0.10 and the ingress (504) failing. node2, node3: their own paths fine, but requests through "
+            f"the ingress on {BROKEN_NODE} get 504.",
             flush=True,
         )
         # shown last, as the demo's conclusion
         named, report = probe.diagnosis(topo, BROKEN_NODE, cause="clusterip_nat_broken", within=60)
+        whole, cluster_text = probe.cluster_report(
+            topo, from_node="node2", headline=f"clusterip_nat_broken on {BROKEN_NODE}", within=60
+        )
+        banner("what node2's own exporter says: no cause of its own, node1's fault seen through node1's ingress")
+        print(probe.diagnosis(topo, "node2", within=0)[1], flush=True)
         banner(
             f"alerts in Prometheus and Alertmanager ({topo.nodes[0].netns}): the chart's ServiceMonitor scrape and "
             "PrometheusRule, the example routes"
@@ -127,6 +136,12 @@ def _demo(started: float, *, from_image: bool) -> int:
     if report:
         banner(f"what `netpath-exporter diagnose` said on {BROKEN_NODE} while clusterip-nat was broken")
         print(report if named else f"(clusterip_nat_broken not named within 60 s)\n{report}", flush=True)
+    if cluster_text:
+        banner(
+            "the cluster report while clusterip-nat was broken on node1: `netpath-exporter diagnose --cluster` "
+            "from node2's exporter pod, every node's /diagnose combined"
+        )
+        print(cluster_text if whole else f"(not every node's view settled within 60 s)\n{cluster_text}", flush=True)
     return 0
 
 

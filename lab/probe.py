@@ -101,6 +101,26 @@ def diagnosis(
         time.sleep(every)
 
 
+def cluster_report(
+    topo: Topology, *, from_node: str, headline: str, within: float = 60.0, every: float = 2.0
+) -> tuple[bool, str]:
+    """`netpath-exporter diagnose --cluster` over every node's running exporter, run inside ``from_node``'s
+    exporter pod (as an operator would `kubectl exec` into one). Polls (bounded by ``within``) until the
+    report's headline is ``headline`` and no node says `unknown` any more: every bystander's peer reports have
+    come in. Returns (reached, the last report)."""
+    pod = topo.pod_on(EXPORTER, from_node)
+    urls = [f"http://{p.ip}:{p.ports['metrics']}" for p in topo.pods_of(EXPORTER)]
+    argv = ["ip", "netns", "exec", netns.check_name(pod.netns), exporter_bin(), "diagnose", "--cluster", *urls]
+    deadline = time.monotonic() + within
+    while True:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_RUN_TIMEOUT)
+        report = done.stdout + done.stderr
+        reached = f"Headline: {headline}\n" in report and "[unknown]" not in report
+        if reached or time.monotonic() + every > deadline:
+            return reached, report
+        time.sleep(every)
+
+
 def clear(topo: Topology, *, within: float = 60.0, every: float = 2.0) -> float | None:
     """Seconds until every node's running exporter reports nothing wrong (``diagnose`` exits 0), or None."""
     begin = time.monotonic()

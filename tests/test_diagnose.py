@@ -1194,6 +1194,17 @@ def test_a_healed_faults_answers_do_not_decide_the_next_fault() -> None:
     assert Cause.COREDNS_DOWN not in node.causes()
 
 
+def test_a_start_up_refusal_then_silence_is_read_as_the_silence_it_is_now() -> None:
+    # found in the lab (clusterip-nat on node1 right after start-up): the exporter Service's ClusterIP was
+    # refused once while the peer exporters started, answered, then went silent with the NAT gone; the mixed
+    # bout read as "answered", so no Service-path rule took it and it stayed `unknown` next to the named cause
+    node = Node("node1").rounds(1, breaking(lambda t: t.name == "svc-keybuzz-front", refused)).rounds(2)
+    node.rounds(3, breaking(is_service, gateway_timeout_or_silence))
+    node.facts(replace(NODE_FACTS, iptables_nft=kube_iptables(hook=False)))
+    assert node.causes() == [Cause.CLUSTERIP_NAT_BROKEN]
+    assert "svc-keybuzz-front/tcp" in node.diagnosis().verdicts[0].targets
+
+
 def test_tcp_dns_not_probed_since_udp_began_failing_is_no_contrast_for_the_race() -> None:
     # found in the lab (dns-down, CoreDNS on this node): UDP via the Service had failed twice, TCP had not been
     # probed since: its clean past was read as "TCP works" — conntrack_race for a moment

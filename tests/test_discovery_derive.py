@@ -93,6 +93,28 @@ def test_tls_ingress_hosts_use_https_and_wildcards_are_skipped() -> None:
     assert isinstance(target, HTTPTarget) and target.url == "https://10.43.0.80:443/"
 
 
+@pytest.mark.parametrize(
+    ("replicas", "target_node"),
+    [
+        ([("traefik-0", "10.42.1.7", "node-1")], "node-1"),
+        ([("t-0", "10.42.1.7", "node-1"), ("t-1", "10.42.2.7", "node-2")], ""),
+    ],
+)
+def test_the_ingress_through_the_controllers_clusterip_is_on_the_controllers_node_when_it_runs_on_one(
+    replicas: list[tuple[str, str, str]], target_node: str
+) -> None:
+    # K3s' one Traefik replica: requests through its ClusterIP land on its node, so failures seen through it are
+    # attributed by that node (principle 3); with replicas on several nodes there is no one node
+    traefik = service("traefik", "kube-system", "10.43.0.80", [port("web", 80)])
+    sl = endpoint_slice("traefik", "kube-system", replicas, [{"name": "web", "port": 8000}])
+    web = ingress("a", "shop", "a.example.com", "web", "http", annotations={"netpath.io/probe": "true"})
+    state = ClusterState(nodes=NODES, services=store(traefik), ingresses=store(web), endpointslices=store(sl))
+    (target,) = Deriver(DiscoveryConfig(ingress=IngressConfig(host_ports=False)), "node-2").ingress(
+        state, {"node-1", "node-2"}
+    )
+    assert target.via is Via.INGRESS and target.target_node == target_node
+
+
 # --- strict annotations -------------------------------------------------------------------------------------
 
 OPT_IN = {"netpath.io/probe": "true"}

@@ -62,7 +62,7 @@ def test_the_bystanders_metrics_say_unknown_0_and_which_peers_cause_it_sees() ->
 def test_the_bystanders_report_says_where_the_fault_is_instead_of_no_cause() -> None:
     seen = with_peer_reports(bystander("node3").diagnosis(), {"node1": doc_of(nat_broken_ingress_node())})
     report = render_report(json.loads(json.dumps(seen.as_dict())))
-    assert "Seen through node node1: " in report and "names clusterip_nat_broken" in report
+    assert "Seen through node node1: " in report and "where its own exporter names clusterip_nat_broken" in report
     assert "No cause named." not in report and "every probed path works" not in report
     assert "What doesn't (" in report and "ingress-node1" in report.split("What doesn't")[1]
 
@@ -93,6 +93,17 @@ def test_a_silent_leg_to_the_ingress_node_stays_this_nodes_unknown() -> None:
     )
     seen = with_peer_reports(node2.facts(NODE_FACTS).diagnosis(), {"node1": doc_of(nat_broken_ingress_node())})
     assert Cause.UNKNOWN in seen.causes and seen.peer_faults == ()
+
+
+def test_an_ingress_that_accepts_and_does_not_answer_in_time_is_reached_and_its_nodes_fault() -> None:
+    # the controller on node1 accepted the connection and waited on its broken upstream longer than our timeout
+    def accepted_then_nothing(target: AnyTarget) -> ProbeResult:
+        return ProbeResult.failure(Reason.RESPONSE_TIMEOUT, target.timeout, "no response")
+
+    node2 = Node("node2", ingress_on="node1").rounds(6)
+    node2.rounds(3, breaking(lambda t: t.path is PathClass.INGRESS, accepted_then_nothing)).facts(NODE_FACTS)
+    seen = with_peer_reports(node2.diagnosis(), {"node1": doc_of(nat_broken_ingress_node())})
+    assert seen.verdicts == () and [f.owner for f in seen.peer_faults] == ["node1"]
 
 
 def test_only_the_peers_own_explanations_count_never_what_it_attributed_itself() -> None:

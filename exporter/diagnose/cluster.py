@@ -12,10 +12,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..model import Reason
 from .report import target_line
 from .window import ANSWERS
 
 _ANSWER_REASONS = frozenset(r.value for r in ANSWERS)
+# What shows this node reached the component: an answer, or an HTTP connection it accepted and then did not
+# answer on in time (the handshake crossed the overlay both ways; the wait is the component's, e.g. an ingress
+# controller waiting on an upstream behind its own broken Service path, longer than our timeout).
+_REACHED_REASONS = _ANSWER_REASONS | {Reason.RESPONSE_TIMEOUT.value}
 
 UNKNOWN = "unknown"
 FAILING = ("down", "flaky")
@@ -228,11 +233,12 @@ def _seen_through(failing: Sequence[FailingLeg]) -> tuple[SeenThrough, ...]:
 
 
 def _answered(leg: FailingLeg) -> bool:
-    """Every failure of the leg was an answer (an HTTP error, refused): the component was reached, so this
-    node's leg to it works. A silent leg is this node's own (principle 3: the overlay towards the owner), never
-    the owner's fault."""
+    """Every failure of the leg shows the component was reached (an HTTP error, refused, or a connection it
+    accepted and did not answer on in time), so this node's leg to it works. A silent leg (no connection: SYNs
+    unanswered, unreachable) is this node's own (principle 3: the overlay towards the owner), never the owner's
+    fault."""
     reasons = leg.record.get("reasons") or {}
-    return bool(reasons) and all(reason in _ANSWER_REASONS for reason in reasons)
+    return bool(reasons) and all(reason in _REACHED_REASONS for reason in reasons)
 
 
 def _same_component(record: dict[str, Any], leg: FailingLeg, owner: str) -> bool:

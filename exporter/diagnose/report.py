@@ -77,9 +77,9 @@ def render_report(doc: dict[str, Any]) -> str:
     lines.append("")
     for fault in peer_faults:
         lines.append(
-            f"Seen through node {fault['node']}: {', '.join(fault['components'])} fails there too, and node "
-            f"{fault['node']}'s own exporter names {', '.join(fault['causes'])} for it — these failures are that "
-            f"node's fault (this node reached it and got answers). Look at node {fault['node']}'s report."
+            f"Seen through node {fault['node']}: {', '.join(fault['components'])} fail on node {fault['node']} "
+            f"too, where its own exporter names {', '.join(fault['causes'])} — node {fault['node']}'s fault; this "
+            f"node reached it (answers, or connections it accepted). Look at node {fault['node']}'s report."
         )
     if peer_faults:
         lines.append("")

@@ -123,8 +123,24 @@ class TargetStatus:
 
     @property
     def no_answer(self) -> bool:
-        """Every failure of the current bout was silence (timeouts, unreachable), not an answer."""
-        return all(r in NO_ANSWER for r in self.bout_failure_reasons)
+        """Every failure of the current bout was silence (timeouts, unreachable), not an answer — or the target
+        is down now with nothing but silence since its last success: an answer earlier in the bout, then a
+        success, then silence is a second fault, and what the target says now is silence (found in the lab: a
+        peer exporter refusing while it started, then clusterip-nat, left the exporter Service's ClusterIP
+        `unknown` next to clusterip_nat_broken)."""
+        if all(r in NO_ANSWER for r in self.bout_failure_reasons):
+            return True
+        return self.health is Health.DOWN and all(r in NO_ANSWER for r in self.streak_reasons)
+
+    @property
+    def streak_reasons(self) -> list[Reason]:
+        """Why the probes since the last success failed (newest first)."""
+        reasons = []
+        for sample in reversed(self.samples):
+            if sample.ok:
+                break
+            reasons.append(sample.reason)
+        return reasons
 
     @property
     def recent_failure_reasons(self) -> Counter[Reason]:

@@ -495,6 +495,15 @@ class Deriver:
         if controller is None:
             return []
         ip = self._service_ip(controller, "ingress", notes)
+        # Where the controller runs, when that is one node (K3s' single Traefik replica): requests through its
+        # ClusterIP land there, so a failure seen through it is attributed by that node (docs/diagnosis.md,
+        # principle 3). Replicas on several nodes (or none ready): no one node, "".
+        controller_nodes = {
+            node
+            for sl in _slices_by_service(state).get((cns, cname), [])
+            for _, _, node in _ready_endpoints(sl, usable_nodes)
+        }
+        controller_node = next(iter(controller_nodes)) if len(controller_nodes) == 1 else ""
         ports = [p for p in _list(_dict(controller, "spec"), "ports") if isinstance(p, dict)]
         http_port = _pick_port(ports, ("web", "http"), 80)
         https_port = _pick_port(ports, ("websecure", "https"), 443)
@@ -547,6 +556,7 @@ class Deriver:
                         HTTPTarget(
                             name=f"ingress/{ns}/{name}/{host}",
                             via=Via.INGRESS,
+                            target_node=controller_node,
                             url=_url(ip, port, path, scheme),
                             **common,
                         )

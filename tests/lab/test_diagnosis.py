@@ -127,7 +127,8 @@ class Case:
     scenario: str
     node: str | None  # None: the scenario's default nodes
     # node → the causes it must report, for EVERY node (an empty set: none); a bystander that only sees the
-    # fault through another node's component says `unknown` or nothing, never another named cause
+    # fault through another node's component says `seen:<that node>` (its peer report explains the failures),
+    # `unknown` or nothing while that sets in, never another named cause
     expect: dict[str, set[str]]
     rate: float | None = None
     interval: float = INTERVAL  # the interval of the targets that carry the evidence
@@ -305,7 +306,10 @@ def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
                 clear_from = t
         to_clear[node] = None if clear_from is None else max(0.0, clear_from - healed_at)
         if clear_from is None or clear_from - healed_at > deadline(case.interval):
-            problems.append(f"{node}: not clear within {deadline(case.interval):.1f}s of heal: {samples[-3:]}")
+            problems.append(
+                f"{node}: not clear within {deadline(case.interval):.1f}s of heal: {samples[-3:]}"
+                + (f" (unknown: {UNKNOWN_TARGETS[node]})" if UNKNOWN_TARGETS.get(node) else "")
+            )
 
     def fmt(values: dict[str, float | None]) -> str:
         return ", ".join(f"{n} {'—' if v is None else f'{v:.1f}'}" for n, v in sorted(values.items()))
