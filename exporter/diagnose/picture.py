@@ -225,7 +225,12 @@ def describe(status: TargetStatus, since: float | None = None) -> str:
     if not reasons:
         typical = status.typical_ok_seconds
         speed = f", {typical * 1000:.1f} ms" if typical is not None else ""
-        return f"{t.name} ({t.path.value} {t.transport.value} {t.address}{where}): ok in {len(status.samples)}{speed}"
+        lossy = sum(1 for x in status.samples if x.syn_retransmits)
+        resent = f", a SYN retransmitted in {lossy} of them ({status.syn_retransmits} in all)" if lossy else ""
+        return (
+            f"{t.name} ({t.path.value} {t.transport.value} {t.address}{where}): ok in {len(status.samples)}{speed}"
+            f"{resent}"
+        )
     what = ", ".join(f"{r.value} ×{n}" for r, n in reasons.most_common())
     codes = sorted({s.http_status for s in status.samples if s.http_status is not None and not s.ok})
     if codes:

@@ -168,6 +168,15 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "6c",
+        Cause.FORWARD_DROP,
+        "Service targets losing SYNs whose pods are clean",
+        ("has_candidates", "node_view", "nat_rules_in_place", "walk_meets_a_drop"),
+        explains="the candidates and the silent Service failures whose pods answer",
+        evidence=("SYNs lost via the Service, not direct", "NAT in place", "packet walk"),
+        summary="lossy",
+    ),
+    Rule(
+        "6d",
         Cause.CONNTRACK_RACE,
         "silent UDP DNS via the Service",
         (
@@ -179,14 +188,14 @@ RULES: tuple[Rule, ...] = (
         evidence=("UDP vs TCP",),
     ),
     Rule(
-        "6d",
+        "6e",
         Cause.DNS_SERVICE_PATH,
         "silent DNS-via-Service targets whose CoreDNS answers",
         ("has_candidates", "cluster_ips_clean_since", "coredns_answers_directly"),
         evidence=("DNS via Service vs direct", "other perspective", "DNAT rules"),
     ),
     Rule(
-        "6e",
+        "6f",
         Cause.BRIDGE_NF_OFF,
         SERVICE_PATH,
         (
@@ -199,7 +208,7 @@ RULES: tuple[Rule, ...] = (
         evidence=("bridge pattern",),
     ),
     Rule(
-        "6f",
+        "6g",
         Cause.CLUSTERIP_NAT_BROKEN,
         SERVICE_PATH,
         ("has_candidates", "node_view", "iptables_read", "nat_hook_or_dnat_missing"),
@@ -207,7 +216,7 @@ RULES: tuple[Rule, ...] = (
         evidence=(*VIA_SERVICE_EVIDENCE, "NAT missing", "packet walk"),
     ),
     Rule(
-        "6g",
+        "6h",
         Cause.FORWARD_DROP,
         SERVICE_PATH,
         ("has_candidates", "node_view", "nat_rules_in_place", "drop_rule_on_path"),
@@ -215,7 +224,7 @@ RULES: tuple[Rule, ...] = (
         evidence=(*VIA_SERVICE_EVIDENCE, "NAT in place", "packet walk"),
     ),
     Rule(
-        "6h",
+        "6i",
         Cause.SERVICE_PATH_BROKEN,
         SERVICE_PATH,
         ("has_candidates", "facts_undecided"),
@@ -224,7 +233,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "7",
         Cause.BACKEND_SLOW,
-        "the ingress on this node ending in 504",
+        "the ingress on this node down with 504s",
         ("has_candidates", "nothing_explained", "local_ingress_clean_legs"),
         evidence=("ingress timing",),
     ),
