@@ -59,7 +59,7 @@ test-fast: venv
 test-lab: deps venv
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -m lab
 
-# The tests too slow for CI's 30-minute budget (real alert `for:` durations at the chart's cadence, minutes each).
+# The tests too slow for CI's 30-minute budget (real alert `for:` durations at the chart's cadence: ~3 minutes).
 test-slow: deps venv
 	NETPATH_SLOW_TESTS=1 PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -p no:cacheprovider -m lab tests/lab/test_intermittent_live.py
 

@@ -344,13 +344,14 @@ def parse_config(raw: Any) -> Config:
 
     peer_raw = read_mapping(doc.get("peer_reports", {}), "peer_reports")
     check_keys(peer_raw, {"enabled", "interval", "timeout"}, "peer_reports")
+    peer_interval = read_duration(peer_raw.get("interval", 10.0), "peer_reports.interval", 1.0, 300.0)
     peer_reports = PeerReportsConfig(
         enabled=read_bool(peer_raw.get("enabled", True), "peer_reports.enabled"),
-        interval=read_duration(peer_raw.get("interval", 10.0), "peer_reports.interval", 1.0, 300.0),
+        interval=peer_interval,
         # default: 2 s, or half the interval when that is shorter (a round ends before the next is due)
         timeout=read_duration(peer_raw["timeout"], "peer_reports.timeout", 0.1, 30.0)
         if "timeout" in peer_raw
-        else min(2.0, read_duration(peer_raw.get("interval", 10.0), "peer_reports.interval", 1.0, 300.0) / 2),
+        else min(2.0, peer_interval / 2),
     )
     if peer_reports.timeout >= peer_reports.interval:
         raise ConfigError("peer_reports.timeout", "must be shorter than peer_reports.interval")

@@ -533,7 +533,7 @@ def drop_rule_on_path(s: Scope) -> bool:
 def walk_meets_a_drop(s: Scope) -> bool:
     """facts: the walk of a candidate's packet (the rules kept with the facts) meets a DNAT and then a rule or
     policy that drops or may drop it (a `statistic` match, say)"""
-    return any(w.dnat and (w.drop or w.may_drop or w.policy_drop) for _, _, w in _walks(s))
+    return any(WALK_SHOWS[Cause.FORWARD_DROP](w) for _, _, w in _walks(s))
 
 
 def facts_undecided(s: Scope) -> bool:
