@@ -13,7 +13,7 @@ DEB_TOOLS := ip:iproute2 iptables:iptables nft:nftables dnsmasq:dnsmasq-base ngi
              prometheus-blackbox-exporter:prometheus-blackbox-exporter ethtool:ethtool conntrack:conntrack \
              sysctl:procps openssl:openssl podman:podman buildah:buildah runc:runc mmdebstrap:mmdebstrap
 
-.PHONY: help deps venv image lint typecheck test test-fast test-lab test-slow demo bench clean dashboards dashboards-preview chart-sync
+.PHONY: help deps venv image lint typecheck test test-fast test-lab test-slow test-layouts demo bench clean dashboards dashboards-preview chart-sync
 
 help:
 	@echo "make demo   - run the network lab, exporters, Prometheus and a diagnosis report"
@@ -62,6 +62,11 @@ test-lab: deps venv
 # The tests too slow for CI's 30-minute budget (real alert `for:` durations at the chart's cadence: ~3 minutes).
 test-slow: deps venv
 	NETPATH_SLOW_TESTS=1 PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -p no:cacheprovider -m lab tests/lab/test_intermittent_live.py
+
+# The diagnosis matrix on layouts drawn from seeds (lab/topology.py seeded_layout), one lab each, ~7 min a layout.
+LAYOUTS ?= seed:12 seed:0
+test-layouts: deps venv image
+	NETPATH_LAYOUTS="$(LAYOUTS)" PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -p no:cacheprovider -m lab tests/lab/test_diagnosis.py
 
 demo: deps venv
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m lab.demo $(DEMO_ARGS)

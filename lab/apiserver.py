@@ -37,7 +37,7 @@ from .kubeapi import FakeKubeAPI, Obj
 from .netns import LabError
 from .operator_scrape import NAMESPACE, RELEASE
 from .state import LabState, state_dir
-from .topology import COREDNS, EXPORTER, FRONT, KUBERNETES_IP, Pod, Topology
+from .topology import API, COREDNS, EXPORTER, FRONT, KUBERNETES_IP, Pod, Topology
 
 API_PORT = 6443  # the K3s API server's port on the server node
 PROCESS = "apiserver/kube-apiserver"
@@ -140,7 +140,7 @@ def objects(topo: Topology, not_ready: Iterable[str] = ()) -> list[tuple[str, Ob
         )
     for svc in topo.services:
         ports = [kubeapi.port(sp.name, sp.port, sp.target_port, sp.protocol) for sp in svc.ports]
-        annotations = OPT_IN if svc.name == FRONT else {}
+        annotations = OPT_IN if svc.name in (FRONT, API) else {}
         out.append(
             ("services", kubeapi.service(svc.name, svc.namespace, svc.cluster_ip, ports, annotations=annotations))
         )

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from . import cluster, scenarios
 from .netns import LabError
 from .state import topology_path
-from .topology import INGRESS_EVERY_NODE, INGRESS_LAYOUTS, MAX_NODES
+from .topology import INGRESS_EVERY_NODE, INGRESS_LAYOUTS, MAX_NODES, SEED_PREFIX
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="build the lab, start its workloads and exporters")
-    up.add_argument("--nodes", type=int, default=3, help=f"number of nodes, 1 to {MAX_NODES} (default 3)")
+    up.add_argument("--nodes", type=int, help=f"number of nodes, 1 to {MAX_NODES} (default 3)")
     up.add_argument("--mtu", type=int, default=1500, help="underlay MTU (default 1500; 1450 is Hetzner-like)")
     up.add_argument("--no-exporters", action="store_true", help="do not start the exporters")
     up.add_argument(
@@ -28,8 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--ingress",
         choices=INGRESS_LAYOUTS,
-        default=INGRESS_EVERY_NODE,
         help="the ingress controller on every node (default) or on node1 only, reached from every node",
+    )
+    up.add_argument(
+        "--layout",
+        help=f"where the workloads run: {' or '.join(INGRESS_LAYOUTS)} (as --ingress), or {SEED_PREFIX}N: a layout "
+        f"drawn from seed N (its own node count, 3 to 5; the ingress controller, CoreDNS and the app placed at random)",
     )
     sub.add_parser("down", help="remove everything the lab created (also after a crashed up)")
     sub.add_parser("status", help="namespaces, pods, Services, processes and active faults")
@@ -50,18 +54,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "up":
+            if args.layout is not None and args.ingress is not None:
+                raise LabError("--ingress and --layout: give one (--layout takes the same names)")
+            if args.layout is not None and args.layout.startswith(SEED_PREFIX) and args.nodes is not None:
+                raise LabError(f"--nodes: a {SEED_PREFIX}N layout draws its own node count (3 to 5); drop --nodes")
             if args.image and not args.no_exporters:
                 from . import image
 
                 image.build()  # seconds when nothing changed
             topo = cluster.up(
-                args.nodes,
+                3 if args.nodes is None else args.nodes,
                 args.mtu,
                 with_exporters=not args.no_exporters,
-                ingress=args.ingress,
+                ingress=args.ingress or INGRESS_EVERY_NODE,
                 from_image=args.image,
+                layout=args.layout,
             )
-            print(f"lab up: {len(topo.nodes)} nodes, {len(topo.pods)} pods; topology in {topology_path()}")
+            print(f"lab up: {topo.placement.summary()}; {len(topo.pods)} pods; topology in {topology_path()}")
         elif args.command == "down":
             removed = cluster.down()
             print(f"lab down: removed {len(removed)} namespaces")

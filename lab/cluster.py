@@ -63,11 +63,13 @@ def up(
     with_exporters: bool = True,
     ingress: str = INGRESS_EVERY_NODE,
     from_image: bool = False,
+    layout: str | None = None,
 ) -> Topology:
     """Build the lab. The exporters run as venv processes with the lab's config files, or with ``from_image`` as
     containers of the image with the chart's rendered config and securityContext (lab/image.py; build the image
     first, holding the lab lock: :func:`lab.image.build`)."""
-    topo = build(nodes, mtu, str(state_dir()), ingress)  # bad --nodes/--mtu/--ingress are reported before anything else
+    # bad --nodes/--mtu/--layout are reported before anything else
+    topo = build(nodes, mtu, str(state_dir()), ingress, layout)
     leftovers = netns.lab_namespaces()
     if leftovers or topology_path().exists():
         raise LabError(

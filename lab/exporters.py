@@ -16,7 +16,7 @@ import yaml
 
 from . import workloads
 from .state import LabState, state_dir
-from .topology import COREDNS, EXPORTER, FRONT, INGRESS, Topology
+from .topology import API, COREDNS, EXPORTER, FRONT, INGRESS, Topology
 
 PROBE_TIMEOUT = 1.0  # seconds, most targets: short, so a broken path is found fast
 FACTS_INTERVAL = 5.0  # seconds between node-facts reads (iptables-save in the node namespace)
@@ -77,15 +77,16 @@ def config_for(topo: Topology, node: str, with_discovery: bool = False) -> dict[
             },
         ]
     if not with_discovery:
-        targets.append(
-            {
-                "name": f"svc-{front.name}",
-                "kind": "tcp",
-                "path": "cluster_ip",
-                "service": front.key,
-                "address": f"{front.cluster_ip}:{front.ports[0].port}",
-            }
-        )
+        for service in [s for s in topo.services if s.name in (FRONT, API)]:  # keybuzz-api: over the same pods
+            targets.append(
+                {
+                    "name": f"svc-{service.name}",
+                    "kind": "tcp",
+                    "path": "cluster_ip",
+                    "service": service.key,
+                    "address": f"{service.cluster_ip}:{service.ports[0].port}",
+                }
+            )
     dns = topo.service(COREDNS)
     query = front.dns_name
     targets.append(

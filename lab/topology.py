@@ -1,12 +1,17 @@
-"""The lab's desired state: nodes, pods, Services and their addresses, computed from (nodes, mtu).
+"""The lab's desired state: nodes, pods, Services and their addresses, computed from (layout, mtu).
 
-Pure data, no side effects. `lab up` builds exactly this and writes it as JSON (``topology.json`` in the
-state dir) so tests, the demo and later tools find every namespace and address without guessing.
+A :class:`Layout` says where the workloads run: one of the two named layouts (the ingress controller on every node,
+or the reported cluster's one controller on node1), or a layout drawn from a random seed (``seed:N``: 3 to 5 nodes,
+the controller on one node or on every node, CoreDNS on one or two nodes, the app's replicas on some nodes only), so
+the localizer is checked on layouts its rules were not written on. Pure data, no side effects. `lab up` builds
+exactly this and writes it as JSON (``topology.json`` in the state dir) so tests, the demo and later tools find
+every namespace and address without guessing.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +38,72 @@ API_SERVER_PORT = 6443  # the K3s server's API port on node1, behind the `kubern
 INGRESS_EVERY_NODE = "every-node"
 INGRESS_ONE_NODE = "one-node"
 INGRESS_LAYOUTS = (INGRESS_EVERY_NODE, INGRESS_ONE_NODE)
+SEED_PREFIX = "seed:"  # a layout drawn from a random seed: "seed:42"
+SEEDED_NODES = (3, 5)  # the node counts a seeded layout draws from, inclusive
 UNDERLAY_NS = f"{PREFIX}ul"
 UNDERLAY_BRIDGE = "br0"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the workloads run, by node number (1 = node1). Exporters run on every node (a DaemonSet)."""
+
+    name: str  # "every-node", "one-node" or "seed:N": what `lab up --layout` takes
+    nodes: int
+    ingress: tuple[int, ...]  # the nodes running an ingress controller
+    coredns: tuple[int, ...]  # one CoreDNS replica on each of these nodes
+    front: tuple[int, ...]  # one keybuzz-front replica on each of these nodes
+    # keybuzz-api: a second Service over keybuzz-front's pods (the reported cluster has two). Seeded layouts only:
+    # the named layouts stay as their matrix and lab tests were measured.
+    shared_pods_service: bool = False
+
+    @property
+    def ingress_layout(self) -> str:
+        """every-node: each node has a controller and probes its own; else every node reaches the one(s) there."""
+        return INGRESS_EVERY_NODE if len(self.ingress) == self.nodes else INGRESS_ONE_NODE
+
+    def summary(self) -> str:
+        def on(nodes: tuple[int, ...]) -> str:
+            return "every node" if len(nodes) == self.nodes > 1 else ", ".join(f"node{i}" for i in nodes)
+
+        return (
+            f"{self.name}: {self.nodes} nodes; ingress controller on {on(self.ingress)}; CoreDNS on "
+            f"{on(self.coredns)}; keybuzz-front pods on {on(self.front)}"
+            + (" (and keybuzz-api over them)" if self.shared_pods_service else "")
+        )
+
+
+def named_layout(name: str, nodes: int = 3) -> Layout:
+    """The two fixed layouts: CoreDNS on node1, the app's replicas on node1 and node2 (a local and a remote endpoint
+    from node1 and node2, only remote ones from node3+); the ingress controller on every node, or on node1 only."""
+    if name not in INGRESS_LAYOUTS:
+        raise ValueError(f"--layout: expected one of {', '.join(INGRESS_LAYOUTS)} or {SEED_PREFIX}N, got {name!r}")
+    if not 1 <= nodes <= MAX_NODES:
+        raise ValueError(f"--nodes: expected 1 to {MAX_NODES}, got {nodes}")
+    ingress = tuple(range(1, nodes + 1)) if name == INGRESS_EVERY_NODE else (1,)
+    return Layout(name, nodes, ingress, coredns=(1,), front=(1, min(2, nodes)))
+
+
+def seeded_layout(seed: int) -> Layout:
+    """A layout drawn from ``seed`` (the same seed, the same layout): 3 to 5 nodes; the ingress controller on every
+    node or on one node (any node); CoreDNS on one or two nodes; two or three app replicas, never on every node."""
+    rng = random.Random(seed)
+    nodes = rng.randint(*SEEDED_NODES)
+    every = list(range(1, nodes + 1))
+    ingress = tuple(every) if rng.random() < 0.5 else (rng.choice(every),)
+    coredns = tuple(sorted(rng.sample(every, rng.randint(1, 2))))
+    front = tuple(sorted(rng.sample(every, rng.randint(2, min(3, nodes - 1)))))
+    return Layout(f"{SEED_PREFIX}{seed}", nodes, ingress, coredns, front, shared_pods_service=True)
+
+
+def parse_layout(spec: str, nodes: int = 3) -> Layout:
+    """`--layout`: a named layout on ``nodes`` nodes, or ``seed:N`` (which draws its own node count)."""
+    if spec.startswith(SEED_PREFIX):
+        raw = spec[len(SEED_PREFIX) :]
+        if not raw.isdigit():
+            raise ValueError(f"--layout: expected {SEED_PREFIX}N with N a non-negative integer, got {spec!r}")
+        return seeded_layout(int(raw))
+    return named_layout(spec, nodes)
 
 
 @dataclass(frozen=True)
@@ -111,6 +180,11 @@ class Topology:
     state_dir: str = ""
     exporters: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> {pod, netns, metrics, config}
     ingress_layout: str = INGRESS_EVERY_NODE
+    layout: str = INGRESS_EVERY_NODE  # the Layout's name: parse_layout(layout, len(nodes)) gives it back
+
+    @property
+    def placement(self) -> Layout:
+        return parse_layout(self.layout, len(self.nodes))
 
     # --- lookups ---------------------------------------------------------------------------------------------
 
@@ -175,16 +249,17 @@ class Topology:
 # App labels of the lab's workloads
 COREDNS = "kube-dns"
 FRONT = "keybuzz-front"
+API = "keybuzz-api"  # a second Service selecting keybuzz-front's pods
 INGRESS = "ingress-nginx"
 EXPORTER = "netpath-exporter"
 
 
-def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = INGRESS_EVERY_NODE) -> Topology:
-    """The lab for ``nodes`` nodes on an underlay of MTU ``mtu``, the ingress controller placed per ``ingress``."""
-    if ingress not in INGRESS_LAYOUTS:
-        raise ValueError(f"--ingress: expected one of {', '.join(INGRESS_LAYOUTS)}, got {ingress!r}")
-    if not 1 <= nodes <= MAX_NODES:
-        raise ValueError(f"--nodes: expected 1 to {MAX_NODES}, got {nodes}")
+def build(
+    nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = INGRESS_EVERY_NODE, layout: str | None = None
+) -> Topology:
+    """The lab on an underlay of MTU ``mtu``, its workloads placed per ``layout`` (a name or ``seed:N``; default: the
+    named layout ``ingress`` on ``nodes`` nodes)."""
+    place = parse_layout(layout if layout is not None else ingress, nodes)
     if not 1280 <= mtu <= 9000:
         raise ValueError(f"--mtu: expected 1280 to 9000, got {mtu}")
     node_list = [
@@ -199,7 +274,7 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = I
             vtep_ip=f"10.42.{i}.0",
             vtep_mac=f"0e:42:00:00:00:{i:02x}",
         )
-        for i in range(1, nodes + 1)
+        for i in range(1, place.nodes + 1)
     ]
     pods: list[Pod] = []
     next_host = {n.name: 2 for n in node_list}
@@ -220,17 +295,17 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = I
         pods.append(pod)
         return pod
 
-    # Placement: CoreDNS and the first app replica on node1, the second replica on node2 (so the app has
-    # a local and a remote endpoint from node1 and node2, and only remote ones from node3+), an ingress
-    # controller and an exporter on every node (DaemonSets).
+    # Placement per the layout: an exporter on every node (a DaemonSet), the ingress controller(s), CoreDNS and
+    # the app's replicas where the layout puts them.
     for n in node_list:
         add(f"netpath-exporter-{n.name}", EXPORTER_NAMESPACE, EXPORTER, n, "exporter", {"metrics": EXPORTER_PORT})
-    for n in node_list if ingress == INGRESS_EVERY_NODE else node_list[:1]:
+    for i in place.ingress:
+        n = node_list[i - 1]
         add(f"ingress-nginx-controller-{n.name}", "ingress-nginx", INGRESS, n, "ingress", {"http": 80})
-    add("coredns-0", "kube-system", COREDNS, node_list[0], "coredns", {"dns": 53, "dns-tcp": 53})
-    front_nodes = [node_list[0], node_list[1 if nodes > 1 else 0]]
-    for k, n in enumerate(front_nodes):
-        add(f"keybuzz-front-{k}", "keybuzz", FRONT, n, f"front{k}", {"http": APP_PORT})
+    for k, i in enumerate(place.coredns):
+        add(f"coredns-{k}", "kube-system", COREDNS, node_list[i - 1], f"coredns{k or ''}", {"dns": 53, "dns-tcp": 53})
+    for k, i in enumerate(place.front):
+        add(f"keybuzz-front-{k}", "keybuzz", FRONT, node_list[i - 1], f"front{k}", {"http": APP_PORT})
 
     def endpoints(app: str) -> list[Endpoint]:
         return [Endpoint(pod=p.name, node=p.node, ip=p.ip) for p in pods if p.app == app]
@@ -256,6 +331,13 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = I
             COREDNS,
         ),
         svc("keybuzz-front", "keybuzz", "10.43.20.10", [ServicePort("http", 80, APP_PORT, "TCP")], FRONT),
+        # A second Service over the same pods (the reported cluster has two): its own ClusterIP and port, so a
+        # fault of the pods shows on both Services and a fault of one Service's rules on that one only
+        *(
+            [svc(API, "keybuzz", "10.43.20.11", [ServicePort("http", APP_PORT, APP_PORT, "TCP")], FRONT)]
+            if place.shared_pods_service
+            else []
+        ),
         svc(
             "ingress-nginx-controller",
             "ingress-nginx",
@@ -278,5 +360,6 @@ def build(nodes: int = 3, mtu: int = 1500, state_dir: str = "", ingress: str = I
         underlay_mtu=mtu,
         overlay_mtu=mtu - VXLAN_OVERHEAD,
         state_dir=state_dir,
-        ingress_layout=ingress,
+        ingress_layout=place.ingress_layout,
+        layout=place.name,
     )

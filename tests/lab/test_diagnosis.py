@@ -15,6 +15,8 @@ node must be clear within 3 intervals of `heal`. The measured matrix is written 
 from __future__ import annotations
 
 import json
+import os
+import random
 import subprocess
 import sys
 import time
@@ -27,7 +29,7 @@ import pytest
 
 from lab import cluster, exporters, image, netns, scenarios
 from lab.state import state_dir
-from lab.topology import EXPORTER, INGRESS_EVERY_NODE, INGRESS_ONE_NODE, Topology
+from lab.topology import EXPORTER, INGRESS_EVERY_NODE, INGRESS_ONE_NODE, Layout, Topology, parse_layout
 
 pytestmark = pytest.mark.lab
 
@@ -137,63 +139,107 @@ class Case:
     tolerate: dict[str, set[str]] = field(default_factory=dict)
 
 
-ALL = ("node1", "node2", "node3")
 NONE: set[str] = set()
 
+# The layouts the matrix runs on in `make test`, a lab each: a controller on every node, and the reported cluster's
+# (one controller, on node1, with CoreDNS and the first app replica). NETPATH_LAYOUTS="seed:12 seed:0 …" runs
+# layouts drawn from seeds instead (`make test-layouts`); every case below is derived from the layout, so any seed
+# states its expectations on every node.
+CI_LAYOUTS = (INGRESS_EVERY_NODE, INGRESS_ONE_NODE)
+LAYOUTS = tuple(os.environ.get("NETPATH_LAYOUTS", "").split()) or CI_LAYOUTS
 
-def on(nodes: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {n: nodes.get(n, NONE) for n in ALL}
+# Where the named layouts break the per-node scenarios (the nodes their rules were first checked on)
+NAMED_FAULT_NODES = {
+    INGRESS_EVERY_NODE: {
+        "clusterip-nat": "node2",
+        "bridge-nf-off": "node1",
+        "overlay-down": "node3",
+        "vxlan-blocked": "node3",
+    },
+    # the reported picture: the broken node is the ingress controller's own
+    INGRESS_ONE_NODE: {
+        "clusterip-nat": "node1",
+        "bridge-nf-off": "node1",
+        "overlay-down": "node3",
+        "vxlan-blocked": "node3",
+    },
+}
 
 
-def everywhere(cause: str) -> dict[str, set[str]]:
-    return {n: {cause} for n in ALL}
+def fault_node(place: Layout, scenario: str) -> str:
+    """The node a per-node scenario breaks: fixed for the named layouts (node2 unless listed), drawn from the seed
+    for the others — any node, except bridge-nf-off, which needs an app replica on the node to show at all."""
+    if place.name in NAMED_FAULT_NODES:
+        return NAMED_FAULT_NODES[place.name].get(scenario, "node2")
+    rng = random.Random(f"{place.name}/{scenario}")
+    return f"node{rng.choice(place.front if scenario == 'bridge-nf-off' else range(1, place.nodes + 1))}"
 
 
-def cases(layout: str) -> list[Case]:
-    """The matrix for one lab layout. every-node: an ingress controller on each node, each node probes its own.
-    one-node: one controller on node1 (with CoreDNS and keybuzz-front-0), probed from every node — the reported
-    cluster's layout, where node2 and node3 see node1's faults through the ingress only."""
-    one = layout == INGRESS_ONE_NODE
-    # the reported picture: in the one-node layout the broken node is the ingress's own
-    nat_node = "node1" if one else "node2"
-    # node2 and node3 see node1's named cause through its ingress (peer reports): "seen:node1", never a cause
-    through_ingress = {"node2": {"seen:node1"}, "node3": {"seen:node1"}} if one else {}
+def node_names(place: Layout) -> list[str]:
+    return [f"node{i}" for i in range(1, place.nodes + 1)]
+
+
+def cases(place: Layout) -> list[Case]:
+    """The matrix for one layout, every node's verdict derived from where things run. With a controller on every
+    node, each node probes its own; with one controller, every node probes that one, so a fault of the
+    controller's node's Service path shows on the others through it only: they say `seen:<that node>` (its peer
+    report explains their failures), never a cause of their own."""
+    nodes = node_names(place)
+    one_ingress = f"node{place.ingress[0]}" if len(place.ingress) == 1 < place.nodes else None
+
+    def on(causes: dict[str, set[str]]) -> dict[str, set[str]]:
+        return {n: causes.get(n, NONE) for n in nodes}
+
+    def everywhere(cause: str) -> dict[str, set[str]]:
+        return {n: {cause} for n in nodes}
+
+    def through_ingress(broken: str) -> dict[str, set[str]]:
+        """The bystanders' `seen:<broken>` when the only ingress controller runs on the broken node."""
+        return {n: {f"seen:{broken}"} for n in nodes if n != broken} if broken == one_ingress else {}
+
+    def only(scenario: str, cause: str) -> Case:
+        broken = fault_node(place, scenario)
+        return Case(scenario, broken, on({**through_ingress(broken), broken: {cause}}))
+
+    def flaky(scenario: str, cause: str, **kw: Any) -> Case:
+        # a bystander seeing an intermittent fault through the ingress on the broken node: `unknown` while its
+        # window shows the failures, `seen:` when the broken node's report explains them; neither is required
+        broken = fault_node(place, scenario)
+        bystanders = {n: {"unknown", f"seen:{broken}"} for n in through_ingress(broken)}
+        return Case(scenario, broken, on({broken: {cause}}), tolerate=bystanders, **kw)
+
+    # each node with a controller of its own has observed every leg of the request; with one controller, only
+    # its node has, and the others see that node's verdict through it
+    slow = everywhere("backend_slow")
+    if one_ingress:
+        slow = on({**{n: {f"seen:{one_ingress}"} for n in nodes}, one_ingress: {"backend_slow"}})
     return [
-        Case("clusterip-nat", nat_node, on({nat_node: {"clusterip_nat_broken"}, **through_ingress})),
-        Case("forward-drop-dnat", "node2", on({"node2": {"forward_drop"}})),
-        Case("dns-clusterip", "node2", on({"node2": {"dns_service_path"}})),
+        only("clusterip-nat", "clusterip_nat_broken"),
+        only("forward-drop-dnat", "forward_drop"),
+        # only the kube-dns ClusterIP rules: the ingress reaches the app by ClusterIP, not by name
+        Case(
+            "dns-clusterip",
+            fault_node(place, "dns-clusterip"),
+            on({fault_node(place, "dns-clusterip"): {"dns_service_path"}}),
+        ),
         Case("dns-down", None, everywhere("coredns_down")),
-        # node1 and node2 lose node3's pods: their verdict names node3, which is what broke for them
-        Case("overlay-down", "node3", everywhere("overlay_down")),
-        Case("vxlan-blocked", "node3", everywhere("overlay_down")),
+        # the other nodes lose the broken node's pods: their verdict names that node, which is what broke for them
+        Case("overlay-down", fault_node(place, "overlay-down"), everywhere("overlay_down")),
+        Case("vxlan-blocked", fault_node(place, "vxlan-blocked"), everywhere("overlay_down")),
         # The localizer must name a cause within 3 probes, so these run at 90 % loss: at 50 % a 3-probe window
         # misses the pattern about a third of the time. Low rates are the alerts' job, over longer windows.
-        Case("intermittent-loss", "node2", on({"node2": {"forward_drop"}}), rate=LOSS_RATE),
+        flaky("intermittent-loss", "forward_drop", rate=LOSS_RATE),
         Case("mtu-blackhole", None, everywhere("mtu_blackhole")),
         Case("udp-dns-loss", None, everywhere("conntrack_race"), rate=LOSS_RATE),
-        # node1's ingress fails only when kube-proxy picks the local replica: the bystanders may see it
-        Case(
-            "bridge-nf-off",
-            "node1",
-            on({"node1": {"bridge_nf_off"}}),
-            tolerate={"node2": {"unknown", "seen:node1"}, "node3": {"unknown", "seen:node1"}} if one else {},
-        ),
-        # only the node the ingress runs on has observed every leg of the request
-        Case(
-            "backend-slow",
-            None,
-            on({"node1": {"backend_slow"}, "node2": {"seen:node1"}, "node3": {"seen:node1"}})
-            if one
-            else everywhere("backend_slow"),
-            interval=INGRESS_INTERVAL,
-        ),
+        # the broken node's Service paths fail only when kube-proxy picks a replica on that node
+        flaky("bridge-nf-off", "bridge_nf_off"),
+        Case("backend-slow", None, slow, interval=INGRESS_INTERVAL),
         Case("backend-down", None, everywhere("backend_down")),
         Case("dns-wrong-answer", None, everywhere("dns_bad_answer")),
     ]
 
 
-LAYOUTS = (INGRESS_EVERY_NODE, INGRESS_ONE_NODE)
-MATRIX = [(layout, case) for layout in LAYOUTS for case in cases(layout)]
+MATRIX = [(layout, case) for layout in LAYOUTS for case in cases(parse_layout(layout))]
 
 
 @dataclass
@@ -202,7 +248,7 @@ class Matrix:
     rows: list[str] = field(default_factory=list)
 
     def write(self) -> Path:
-        path = Path(__file__).resolve().parents[2] / "out" / f"diagnosis-matrix-{self.layout}.md"
+        path = Path(__file__).resolve().parents[2] / "out" / f"diagnosis-matrix-{self.layout.replace(':', '-')}.md"
         path.parent.mkdir(exist_ok=True)
         header = (
             "| scenario | broken on | verdicts at the end of the break phase | seconds to verdict | seconds to clear |"
@@ -222,7 +268,8 @@ def diag_lab(request: pytest.FixtureRequest) -> Iterator[tuple[Topology, Matrix]
         cluster.down()  # under the lock, a lab that exists is a crashed run's
         matrix = Matrix(layout)
         try:
-            topo = cluster.up(3, 1500, with_exporters=False, ingress=layout)
+            topo = cluster.up(with_exporters=False, layout=layout)
+            print(f"\nlayout {topo.placement.summary()}")
             start_diagnosing_exporters(topo)
             yield topo, matrix
         finally:
@@ -238,8 +285,9 @@ def first_time(samples: list[tuple[float, frozenset[str]]], holds: Any) -> float
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_scenario_has_a_case_stating_every_node(layout: str) -> None:
-    assert {c.scenario for c in cases(layout)} == set(scenarios.SCENARIOS)
-    assert all(set(c.expect) == set(ALL) for c in cases(layout))
+    place = parse_layout(layout)
+    assert {c.scenario for c in cases(place)} == set(scenarios.SCENARIOS)
+    assert all(set(c.expect) == set(node_names(place)) for c in cases(place))
 
 
 def test_a_healthy_lab_has_no_verdict(diag_lab: tuple[Topology, Matrix]) -> None:
@@ -251,12 +299,13 @@ def test_a_healthy_lab_has_no_verdict(diag_lab: tuple[Topology, Matrix]) -> None
         assert all(not causes for _, causes in samples), f"{node}: {samples}"
 
 
-@pytest.mark.parametrize("scenario", [c.scenario for c in cases(INGRESS_EVERY_NODE)])
+@pytest.mark.parametrize("scenario", list(scenarios.SCENARIOS))
 def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
     diag_lab: tuple[Topology, Matrix], scenario: str
 ) -> None:
     topo, matrix = diag_lab
-    case = next(c for c in cases(matrix.layout) if c.scenario == scenario)
+    case = next(c for c in cases(topo.placement) if c.scenario == scenario)
+    every_node = node_names(topo.placement)
     scenarios.heal(topo)
     broke_at = time.time()
     nodes = scenarios.break_(topo, case.scenario, case.node, case.rate)
@@ -269,14 +318,14 @@ def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
 
     to_verdict: dict[str, float | None] = {}
     problems = []
-    for node in ALL:
+    for node in every_node:
         expected = case.expect[node]
         # while a fault sets in, an affected node may say `unknown` (what fails, nothing named yet): never a
         # named cause its case does not state; a node expected to stay clear may not even say `unknown`
         # `seen:<peer>` refines that `unknown`: allowed where it is, for a peer the case expects to name a cause
         seeing = {
             f"seen:{n}"
-            for n in ALL
+            for n in every_node
             if n != node and case.expect[n] - {"unknown"} and not any(c.startswith("seen:") for c in case.expect[n])
         }
         allowed = expected | case.tolerate.get(node, NONE) | ({"unknown", *seeing} if expected else NONE)
@@ -296,7 +345,7 @@ def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
                     + (f" (unknown: {UNKNOWN_TARGETS[node]})" if "unknown" in end else "")
                 )
     to_clear: dict[str, float | None] = {}
-    for node in ALL:
+    for node in every_node:
         samples = after[node]
         clear_from = None
         for t, causes in samples:  # the start of the final all-clear stretch
@@ -315,7 +364,7 @@ def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
         return ", ".join(f"{n} {'—' if v is None else f'{v:.1f}'}" for n, v in sorted(values.items()))
 
     end_state = "; ".join(
-        f"{n}: {', '.join(sorted(during[n][-1][1])) or 'none'}" if during[n] else f"{n}: no answer" for n in ALL
+        f"{n}: {', '.join(sorted(during[n][-1][1])) or 'none'}" if during[n] else f"{n}: no answer" for n in every_node
     )
     matrix.rows.append(
         f"| `{case.scenario}` | {', '.join(nodes)} | {end_state} | {fmt(to_verdict)} | {fmt(to_clear)} |"
