@@ -871,6 +871,20 @@ def test_application_down_is_backend_down_on_a_bystander_of_the_single_ingress_t
     assert "ingress-node1/tcp" in node.diagnosis().verdicts[0].targets
 
 
+def test_two_services_over_the_same_dead_pods_are_both_backend_down_and_nothing_is_left_unknown() -> None:
+    # a seeded lab layout's keybuzz-api selects keybuzz-front's pods: each Service is its own group
+    api = "keybuzz/keybuzz-api"
+    node = Node()
+    for i, pod_node in enumerate(("node1", "node2")):
+        ip = POD_IPS[pod_node].format(10 + i)
+        node.targets.append(tcp(f"ep/{api}/keybuzz-front-{i}:8080", ip, 8080, PathClass.POD_IP, Via.POD, pod_node, api))
+    node.targets.append(tcp("svc-keybuzz-api", "10.43.20.11", 8080, PathClass.CLUSTER_IP, Via.SERVICE, "", api))
+    node.rounds(6).rounds(3, breaking(lambda t: t.service in (FRONT, api) or is_front(t), app_refuses))
+    verdicts = node.facts(NODE_FACTS).diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.BACKEND_DOWN, Cause.BACKEND_DOWN]
+    assert {"svc-keybuzz-api/tcp", "svc-keybuzz-front/tcp"} <= {t for v in verdicts for t in v.targets}
+
+
 def test_a_service_that_refuses_while_its_pods_answer_is_no_dropped_path() -> None:
     # kube-proxy REJECTs a Service without ready endpoints; the pods themselves answer: an answer, not a drop
     node = Node().rounds(6).rounds(3, breaking(lambda t: t.name == "svc-keybuzz-front", refused)).facts(NODE_FACTS)
