@@ -179,12 +179,15 @@ class Topology:
     ingress_host: str = INGRESS_HOST
     state_dir: str = ""
     exporters: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> {pod, netns, metrics, config}
-    ingress_layout: str = INGRESS_EVERY_NODE
     layout: str = INGRESS_EVERY_NODE  # the Layout's name: parse_layout(layout, len(nodes)) gives it back
 
     @property
     def placement(self) -> Layout:
         return parse_layout(self.layout, len(self.nodes))
+
+    @property
+    def ingress_layout(self) -> str:
+        return self.placement.ingress_layout
 
     # --- lookups ---------------------------------------------------------------------------------------------
 
@@ -360,6 +363,5 @@ def build(
         underlay_mtu=mtu,
         overlay_mtu=mtu - VXLAN_OVERHEAD,
         state_dir=state_dir,
-        ingress_layout=place.ingress_layout,
         layout=place.name,
     )
