@@ -163,11 +163,20 @@ def _overlay_up(topo: Topology, state: LabState, nodes: list[Node]) -> None:
 def _mtu_break(topo: Topology, state: LabState, nodes: list[Node]) -> None:
     network.set_underlay_port_mtu(topo, topo.overlay_mtu, nodes)
     _reapply(topo, state, nodes)
+    _forget_path_mtus(topo)
+
+
+def _forget_path_mtus(topo: Topology) -> None:
+    # A path MTU learned before the break (cached per destination for 10 minutes) would let a sender use smaller
+    # segments and pass the blackhole; after a heal, a shrunken one would outlive the fault. Start from none.
+    for ns in topo.namespaces[1:]:
+        netns.ip_batch(ns, ["route flush cache"])
 
 
 def _mtu_heal(topo: Topology, state: LabState, nodes: list[Node]) -> None:
     network.set_underlay_port_mtu(topo, topo.underlay_mtu, nodes)
     _reapply(topo, state, nodes)
+    _forget_path_mtus(topo)
 
 
 def _bridge_nf(value: int) -> Action:

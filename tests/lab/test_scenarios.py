@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab import scenarios
+from lab import netns, scenarios
 from lab.probe import Outcome, probe_nodes
 from lab.topology import Topology
 
@@ -84,6 +84,12 @@ def test_every_scenario_has_a_case() -> None:
     assert {c.scenario for c in CASES} == set(scenarios.SCENARIOS)
 
 
+def path_mtu_caches(lab: Topology) -> dict[str, str]:
+    """What each namespace has cached per destination (a learned path MTU lets big segments through)."""
+    caches = {ns: netns.ns_exec(ns, ["ip", "route", "show", "cache"], check=False) for ns in lab.namespaces}
+    return {ns: out.strip() for ns, out in caches.items() if out.strip()}
+
+
 def describe(o: Outcome) -> str:
     return f"{o.node}->{o.key} {o.reason} {o.record.get('http_status', '')} {o.record.get('detail', '')[:80]}"
 
@@ -106,7 +112,9 @@ def test_scenario(lab: Topology, case: Case) -> None:
         failed = [{(o.node, o.key) for o in outcomes if not o.ok} for outcomes in rounds]
         if case.rate is None:  # deterministic: fails every time
             for i, f in enumerate(failed):
-                assert expected <= f, f"round {i}: expected to fail but passed: {sorted(expected - f)}"
+                assert expected <= f, (
+                    f"round {i}: expected to fail but passed: {sorted(expected - f)}; {path_mtu_caches(lab)}"
+                )
         else:  # a fraction of packets: fails at least once
             assert expected <= set().union(*failed), f"never failed: {sorted(expected - set().union(*failed))}"
     finally:
