@@ -169,7 +169,7 @@ def _mtu_break(topo: Topology, state: LabState, nodes: list[Node]) -> None:
 def _forget_path_mtus(topo: Topology) -> None:
     # A path MTU learned before the break (cached per destination for 10 minutes) would let a sender use smaller
     # segments and pass the blackhole; after a heal, a shrunken one would outlive the fault. Start from none.
-    for ns in topo.namespaces[1:]:
+    for ns in topo.namespaces:
         netns.ip_batch(ns, ["route flush cache"])
 
 
