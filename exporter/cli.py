@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import ProcessCollector
 
 from . import __version__, logs
 from .app import Exporter, service_addresses
@@ -29,6 +29,7 @@ from .config import Config, ConfigError, load_config, parse_listen
 from .diagnose import Localizer, render_report
 from .diagnose.cluster import ExporterAnswer, combine, render_cluster
 from .diagnose.cluster import exit_status as cluster_exit_status
+from .exposition import ExpositionRegistry
 from .fields import DEFAULT_PORT
 from .model import AnyTarget, PathClass, ProbeResult
 from .probes import prepare as prepare_probes
@@ -140,7 +141,7 @@ async def _run(config: Config) -> int:
         except AccessError as exc:
             print(f"netpath-exporter: discovery: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-    registry = CollectorRegistry(support_collectors_without_names=True)  # name[]= must see describe-less collectors
+    registry = ExpositionRegistry()  # per-target families pre-rendered; the rest through prometheus_client
     ProcessCollector(registry=registry)
     shutdown = _Shutdown(asyncio.get_running_loop())
     shutdown.install()

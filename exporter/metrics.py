@@ -15,6 +15,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import cast
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -24,8 +26,10 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
+from .exposition import FamilyHeader, RenderedFamily
 from .model import AnyTarget, PathClass, ProbeResult, TargetKey
 
 TARGET_LABELS = (
@@ -86,6 +90,9 @@ class _TargetState:
     syn_retransmits: int | None = None  # None until a probe of this target reported TCP_INFO
     tcp_rtt: float | None = None
     http_responses: Counter[int] = field(default_factory=Counter)
+    version: int = 0  # bumped by every result: a rendering of an older version is stale
+    rendered: tuple[int, tuple[str, ...]] | None = None  # (version, one text per family in FAMILIES)
+    label_text: _LabelText | None = None  # the labels as exposition text, made on the first render
 
     def copy(self) -> _TargetState:
         """A snapshot to render outside the lock."""
@@ -99,7 +106,72 @@ class _TargetState:
             syn_retransmits=self.syn_retransmits,
             tcp_rtt=self.tcp_rtt,
             http_responses=Counter(self.http_responses),
+            version=self.version,
+            label_text=self.label_text,
         )
+
+
+# The per-target families, in exposition order: the one declaration both renderings (prometheus_client's, via
+# collect(), and the pre-rendered one) take names, types and HELP from.
+ATTEMPTS = FamilyHeader("netpath_probe_attempts", "counter", "Probes started, per target.")
+FAILURES = FamilyHeader("netpath_probe_failures", "counter", "Failed probes, per target and reason.")
+DURATION = FamilyHeader(
+    "netpath_probe_duration_seconds",
+    "histogram",
+    "Duration of successful probes (connect, request or query), per target.",
+)
+SUCCESS = FamilyHeader("netpath_probe_success", "gauge", "1 if the last probe of the target succeeded, else 0.")
+PHASES = FamilyHeader(
+    "netpath_probe_phase_seconds",
+    "gauge",
+    "Duration of each phase of the last successful probe (connect, first_byte, total, query).",
+)
+SYN_RETRANSMITS = FamilyHeader(
+    "netpath_tcp_syn_retransmits",
+    "counter",
+    "SYNs retransmitted before the handshake completed (kernel TCP_INFO): each one is a lost packet.",
+)
+TCP_RTT = FamilyHeader("netpath_tcp_rtt_seconds", "gauge", "Kernel's smoothed RTT of the last probe connection.")
+HTTP_RESPONSES = FamilyHeader(
+    "netpath_http_responses", "counter", "HTTP responses received, per target and status code."
+)
+FAMILIES = (ATTEMPTS, FAILURES, DURATION, SUCCESS, PHASES, SYN_RETRANSMITS, TCP_RTT, HTTP_RESPONSES)
+_EXTRA_LABELS = {FAILURES: "reason", DURATION: "le", PHASES: "phase", HTTP_RESPONSES: "code"}
+
+
+# prometheus_client's own sample-value formatting (Go's), so both renderings write the same digits.
+_go = cast(Callable[[float], str], floatToGoString)
+
+
+def _count_text(n: int) -> str:
+    """What floatToGoString writes for a count, without its float round trip for the usual sizes."""
+    return f"{n}.0" if 0 <= n < 1_000_000 else _go(n)  # Go writes 1e+06 and up with an exponent
+
+
+def _escape(value: str) -> str:
+    # Label values, as both of prometheus_client's encoders escape them.
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class _LabelText:
+    """A target's label set as exposition text, escaped and sorted once per target rather than once per line.
+
+    prometheus_client writes a sample's labels sorted by name, so an added label (le, reason, phase, code)
+    lands in the middle: `around[label]` is the text before its value and the text after it.
+    """
+
+    __slots__ = ("around", "plain")
+
+    def __init__(self, values: Sequence[str]) -> None:
+        pairs = {name: _escape(value) for name, value in zip(TARGET_LABELS, values, strict=True)}
+        self.plain = "{" + ",".join(f'{k}="{pairs[k]}"' for k in sorted(pairs)) + "} "
+        self.around: dict[str, tuple[str, str]] = {}
+        for extra in _EXTRA_LABELS.values():
+            names = sorted([*pairs, extra])
+            at = names.index(extra)
+            before = "".join(f'{k}="{pairs[k]}",' for k in names[:at])
+            after = "".join(f',{k}="{pairs[k]}"' for k in names[at + 1 :])
+            self.around[extra] = ("{" + before + extra + '="', '"' + after + "} ")
 
 
 class ProbeMetrics(Collector):
@@ -116,12 +188,14 @@ class ProbeMetrics(Collector):
     ) -> None:
         self._source_node = source_node
         self._buckets = tuple(latency_buckets)
+        self._le_texts = (*map(_le, self._buckets), "+Inf")
         self._targets = targets
         self._in_flight = in_flight
         self._lock = threading.Lock()  # results arrive on the event loop, scrapes on the HTTP thread
         self._state: dict[TargetKey, _TargetState] = {}
         self._lag = _Histogram(LAG_BUCKETS)
         registry.register(self)
+        registry.register(_ExporterSelfMetrics(self))
 
     # --- ResultSink ----------------------------------------------------------------------------------------
 
@@ -132,6 +206,7 @@ class ProbeMetrics(Collector):
             if state is None or state.labels != labels:
                 state = self._state[target.key] = _TargetState(labels, _Histogram(self._buckets))
             state.attempts += 1
+            state.version += 1
             state.last_success = 1.0 if result.ok else 0.0
             if result.ok:
                 # Only successful probes feed the latency histogram: a failure's duration is the timeout,
@@ -174,44 +249,85 @@ class ProbeMetrics(Collector):
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
+        """prometheus_client's rendering (used for `name[]=` filters and by tests as the reference)."""
         with self._lock:
             snapshots = [s.copy() for s in self._state.values()]
-            lag = self._lag.copy()
         yield from self._target_families(snapshots)
-        yield from self._self_families(lag)
+
+    def rendered_families(self) -> Iterator[RenderedFamily]:
+        """The same families as collect(), as sample lines rendered here (exporter.exposition's fast path).
+
+        A target's lines are rendered again only when a result arrived since its last rendering: with scrapes
+        more often than probes most targets are unchanged. Only the snapshot is taken under the lock (results
+        arrive on the event loop meanwhile); the rendering happens outside it.
+        """
+        with self._lock:
+            work = [
+                (state, None if state.rendered is not None and state.rendered[0] == state.version else state.copy())
+                for state in self._state.values()
+            ]
+        per_target: list[tuple[str, ...]] = []
+        for state, snapshot in work:
+            if snapshot is None:
+                assert state.rendered is not None
+                per_target.append(state.rendered[1])
+                continue
+            if snapshot.label_text is None:
+                snapshot.label_text = state.label_text = _LabelText(snapshot.labels)
+            lines = self._render(snapshot, snapshot.label_text)
+            state.rendered = (snapshot.version, lines)  # a result recorded meanwhile has bumped the version
+            per_target.append(lines)
+        for i, header in enumerate(FAMILIES):
+            yield RenderedFamily(header, [lines[i] for lines in per_target])
+
+    def _render(self, s: _TargetState, text: _LabelText) -> tuple[str, ...]:
+        go = _go
+        plain = text.plain
+        reason_open, reason_close = text.around["reason"]
+        le_open, le_close = text.around["le"]
+        phase_open, phase_close = text.around["phase"]
+        code_open, code_close = text.around["code"]
+        running = list(accumulate(s.duration.counts))
+        buckets = "".join(
+            [
+                f"netpath_probe_duration_seconds_bucket{le_open}{le}{le_close}{_count_text(n)}\n"
+                for le, n in zip(self._le_texts, running, strict=True)
+            ]
+        )
+        count = running[-1]  # +Inf's, as prometheus_client takes it
+        return (
+            f"netpath_probe_attempts_total{plain}{_count_text(s.attempts)}\n",
+            "".join(
+                f"netpath_probe_failures_total{reason_open}{_escape(reason)}{reason_close}{_count_text(n)}\n"
+                for reason, n in sorted(s.failures.items())
+            ),
+            f"{buckets}netpath_probe_duration_seconds_count{plain}{_count_text(count)}\n"
+            f"netpath_probe_duration_seconds_sum{plain}{go(s.duration.total)}\n",
+            f"netpath_probe_success{plain}{go(s.last_success)}\n",
+            "".join(
+                f"netpath_probe_phase_seconds{phase_open}{_escape(phase)}{phase_close}{go(seconds)}\n"
+                for phase, seconds in sorted(s.phases.items())
+            ),
+            ""
+            if s.syn_retransmits is None
+            else f"netpath_tcp_syn_retransmits_total{plain}{_count_text(s.syn_retransmits)}\n",
+            "" if s.tcp_rtt is None else f"netpath_tcp_rtt_seconds{plain}{go(s.tcp_rtt)}\n",
+            "".join(
+                f"netpath_http_responses_total{code_open}{code}{code_close}{_count_text(n)}\n"
+                for code, n in sorted(s.http_responses.items())
+            ),
+        )
 
     def _target_families(self, states: list[_TargetState]) -> Iterator[Metric]:
         labels = list(TARGET_LABELS)
-        attempts = CounterMetricFamily("netpath_probe_attempts", "Probes started, per target.", labels=labels)
-        failures = CounterMetricFamily(
-            "netpath_probe_failures", "Failed probes, per target and reason.", labels=[*labels, "reason"]
-        )
-        duration = HistogramMetricFamily(
-            "netpath_probe_duration_seconds",
-            "Duration of successful probes (connect, request or query), per target.",
-            labels=labels,
-        )
-        success = GaugeMetricFamily(
-            "netpath_probe_success", "1 if the last probe of the target succeeded, else 0.", labels=labels
-        )
-        phases = GaugeMetricFamily(
-            "netpath_probe_phase_seconds",
-            "Duration of each phase of the last successful probe (connect, first_byte, total, query).",
-            labels=[*labels, "phase"],
-        )
-        syn = CounterMetricFamily(
-            "netpath_tcp_syn_retransmits",
-            "SYNs retransmitted before the handshake completed (kernel TCP_INFO): each one is a lost packet.",
-            labels=labels,
-        )
-        rtt = GaugeMetricFamily(
-            "netpath_tcp_rtt_seconds", "Kernel's smoothed RTT of the last probe connection.", labels=labels
-        )
-        http = CounterMetricFamily(
-            "netpath_http_responses",
-            "HTTP responses received, per target and status code.",
-            labels=[*labels, "code"],
-        )
+        attempts = CounterMetricFamily(ATTEMPTS.name, ATTEMPTS.documentation, labels=labels)
+        failures = CounterMetricFamily(FAILURES.name, FAILURES.documentation, labels=[*labels, "reason"])
+        duration = HistogramMetricFamily(DURATION.name, DURATION.documentation, labels=labels)
+        success = GaugeMetricFamily(SUCCESS.name, SUCCESS.documentation, labels=labels)
+        phases = GaugeMetricFamily(PHASES.name, PHASES.documentation, labels=[*labels, "phase"])
+        syn = CounterMetricFamily(SYN_RETRANSMITS.name, SYN_RETRANSMITS.documentation, labels=labels)
+        rtt = GaugeMetricFamily(TCP_RTT.name, TCP_RTT.documentation, labels=labels)
+        http = CounterMetricFamily(HTTP_RESPONSES.name, HTTP_RESPONSES.documentation, labels=[*labels, "code"])
         for state in states:
             lv = list(state.labels)
             attempts.add_metric(lv, state.attempts)
@@ -228,6 +344,11 @@ class ProbeMetrics(Collector):
             for code, count in sorted(state.http_responses.items()):
                 http.add_metric([*lv, str(code)], count)
         yield from (attempts, failures, duration, success, phases, syn, rtt, http)
+
+    def collect_self(self) -> Iterator[Metric]:
+        with self._lock:
+            lag = self._lag.copy()
+        yield from self._self_families(lag)
 
     def _self_families(self, lag: _Histogram) -> Iterator[Metric]:
         by_path = Counter(t.path.value for t in self._targets())
@@ -251,3 +372,16 @@ class ProbeMetrics(Collector):
         )
         build.add_metric([__version__, platform.python_version()], 1)
         yield from (targets, lag_family, in_flight, build)
+
+
+class _ExporterSelfMetrics(Collector):
+    """The exporter's own series (targets, scheduler lag, in flight, build): few, rendered by prometheus_client."""
+
+    def __init__(self, metrics: ProbeMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.collect_self()

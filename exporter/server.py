@@ -1,8 +1,9 @@
 """The exporter's HTTP endpoints: /metrics, /healthz, /readyz and any extra routes (e.g. /diagnose).
 
-/metrics is prometheus_client's own exposition application (`make_wsgi_app`): content negotiation (text 0.0.4 and
-1.0.0, OpenMetrics), `Accept-Encoding: gzip` and `name[]=` filtering are exactly what the client library does.
-This module only decides *when* and *how often* that application runs, and serves it over a bounded, timed path.
+/metrics is rendered by exporter.exposition: prometheus_client's content negotiation (text 0.0.4 and 1.0.0,
+OpenMetrics), encoders and `name[]=` filtering, with the per-target families pre-rendered (issue 14), gzip when the
+request accepts it. This module only decides *when* and *how often* rendering runs, and serves it over a bounded,
+timed path.
 
 Why not prometheus_client's own server (`start_http_server`, i.e. wsgiref's WSGIServer with ThreadingMixIn): it
 is the path issue 15 found failing. One thread per connection with no cap (1000 idle connections were 1002
@@ -45,13 +46,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import io
 import logging
 import queue
 import resource
 import select
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future
@@ -62,8 +61,10 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import h11
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+from . import exposition
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class MetricsServer:
         routes: Mapping[str, Route] | None = None,
         limits: ServingLimits = ServingLimits(),
     ) -> None:
-        self._app = make_wsgi_app(registry)
+        self._registry = registry
         self._healthy = healthy
         self._ready = ready
         self._routes = dict(routes or {})
@@ -362,34 +363,20 @@ class MetricsServer:
         if rendering is None or not _reusable(rendering, now, self._limits.cache_seconds):
             if self._pending_renders >= MAX_PENDING_RENDERS:
                 return Response(503, TEXT, b"metrics rendering busy\n")
-            environ = _environ(query, accept, accept_encoding)
-            rendering = _Rendering(self._submit(self._render_pool, lambda: self._render(environ), "render"))
+            rendering = _Rendering(
+                self._submit(self._render_pool, lambda: self._render(query, accept, accept_encoding), "render")
+            )
             self._remember(key, rendering, now)
         return await self._wait(rendering.future, "metrics rendering")
 
-    def _render(self, environ: dict[str, Any]) -> Response:
-        """prometheus_client's WSGI app, called on the render thread."""
+    def _render(self, query: str, accept: str, accept_encoding: str) -> Response:
+        """exporter.exposition's rendering, called on the render thread."""
         try:
-            status_line: list[str] = []
-            app_headers: list[tuple[str, str]] = []
-
-            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-                status_line.append(status)
-                app_headers.extend(headers)
-
-            body = b"".join(self._app(environ, start_response))
+            out = exposition.render(self._registry, accept, accept_encoding, query)
         except Exception as exc:  # a collector bug must answer 500, not kill the thread
             return Response(500, TEXT, f"error: {exc}\n".encode())
-        content_type = TEXT
-        extra: list[tuple[str, str]] = []
-        for name, value in app_headers:
-            if name.lower() == "content-type":
-                content_type = value
-            else:
-                extra.append((name.lower(), value))
-        if any(name == "content-encoding" for name, _ in extra):
-            extra.append(("vary", "Accept-Encoding"))
-        return Response(int(status_line[0].split()[0]), content_type, body, tuple(extra))
+        headers = (("content-encoding", "gzip"),) if out.gzipped else ()
+        return Response(200, out.content_type, out.body, (*headers, ("vary", "Accept-Encoding")))
 
     def _remember(self, key: CacheKey, rendering: _Rendering, now: float) -> None:
         assert self._loop is not None
@@ -490,31 +477,6 @@ def _reusable(rendering: _Rendering, now: float, ttl: float) -> bool:
         return False
     # finished_at is None for the moment between the future completing and its done-callback running
     return rendering.finished_at is None or now - rendering.finished_at <= ttl
-
-
-def _environ(query: str, accept: str, accept_encoding: str) -> dict[str, Any]:
-    """A WSGI environ (PEP 3333) for GET /metrics; prometheus_client reads the last four keys."""
-    environ: dict[str, Any] = {
-        "SERVER_NAME": "netpath-exporter",
-        "SERVER_PORT": "0",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "SCRIPT_NAME": "",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/metrics",
-        "QUERY_STRING": query,
-    }
-    if accept:
-        environ["HTTP_ACCEPT"] = accept
-    if accept_encoding:
-        environ["HTTP_ACCEPT_ENCODING"] = accept_encoding
-    return environ
 
 
 def _call_route(route: Route) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import shutil
 import subprocess
 import urllib.request
@@ -10,11 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from contract import documented, exposed
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import ProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import Exporter
 from exporter.config import Config
+from exporter.exposition import ExpositionRegistry
 from exporter.model import AnyTarget, DNSTarget, HTTPTarget, PathClass, TCPTarget, Transport, Via
 from exporter.server import MetricsServer
 from lab.apps.httpapp import serve_in_thread
@@ -70,7 +72,7 @@ async def metrics_text() -> AsyncIterator[str]:
                 **common,
             ),
         ]
-        registry = CollectorRegistry()
+        registry = ExpositionRegistry()  # as `netpath-exporter run` has it: the per-target families pre-rendered
         ProcessCollector(registry=registry)
         config = Config(source_node="node1", listen_host="127.0.0.1", listen_port=0, targets=tuple(targets))
         async with Exporter(config, registry) as exporter:
@@ -81,12 +83,20 @@ async def metrics_text() -> AsyncIterator[str]:
                 text = ""
                 for _ in range(40):  # bounded: at most ~4 s for every target's first probe
                     await asyncio.sleep(0.1)
-                    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read().decode())
+                    text = await asyncio.to_thread(fetch_gzipped, url)
                     if all(f'target="{t.name}"' in text for t in targets) and "reason=" in text:
                         break
                 yield text
             finally:
                 server.close()
+
+
+def fetch_gzipped(url: str) -> str:
+    """GET as Prometheus does: gzip accepted (and the answer must be gzipped)."""
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=2) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        return gzip.decompress(response.read()).decode()
 
 
 def test_metrics_pass_promtool(metrics_text: str) -> None:
