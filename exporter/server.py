@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gzip
 import logging
 import queue
 import resource
@@ -76,6 +77,7 @@ MAX_PENDING_ROUTES = 8  # extra-route calls queued or running on the route threa
 ROUTE_THREADS = 2
 EVICTION_SCAN = 64  # idle connections looked at when the cap is reached
 TEXT = "text/plain; charset=utf-8"
+GZIP_MIN_BYTES = 1024  # extra routes' bodies below this go out as they are: gzip would only add its header
 TOO_MANY = b"too many connections\n"
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -343,7 +345,8 @@ class MetricsServer:
                 return Response(500, TEXT, f"error: {exc}\n".encode())
             return Response(200 if ok else 503, TEXT, (why + "\n").encode())
         if path in self._routes:
-            return await self._route(self._routes[path])
+            gzip_ok = gzip_accepted(_header_map(request.headers).get("accept-encoding", ""))
+            return await self._route(self._routes[path], gzip_ok)
         if path == "/":
             paths = ["/metrics", "/healthz", "/readyz", *self._routes]
             links = "".join(f'<li><a href="{p}">{p}</a></li>' for p in paths)
@@ -387,10 +390,10 @@ class MetricsServer:
             del self._renderings[k]
         self._renderings[key] = rendering
 
-    async def _route(self, route: Route) -> Response:
+    async def _route(self, route: Route, gzip_ok: bool) -> Response:
         if self._pending_routes >= MAX_PENDING_ROUTES:
             return Response(503, TEXT, b"busy\n")
-        return await self._wait(self._submit(self._route_pool, lambda: _call_route(route), "route"), "route")
+        return await self._wait(self._submit(self._route_pool, lambda: _call_route(route, gzip_ok), "route"), "route")
 
     def _submit(self, pool: Executor, work: Callable[[], Response], kind: str) -> asyncio.Future[Response]:
         """Run work on pool, counted as pending until it finishes (not until its waiters give up)."""
@@ -479,11 +482,16 @@ def _reusable(rendering: _Rendering, now: float, ttl: float) -> bool:
     return rendering.finished_at is None or now - rendering.finished_at <= ttl
 
 
-def _call_route(route: Route) -> Response:
+def _call_route(route: Route, gzip_ok: bool) -> Response:
     try:
-        return route()
+        response = route()
     except Exception as exc:  # a route bug must answer 500, not kill the thread
         return Response(500, TEXT, f"error: {exc}\n".encode())
+    if not gzip_ok or len(response.body) < GZIP_MIN_BYTES:
+        return response
+    body = gzip.compress(response.body, compresslevel=exposition.GZIP_LEVEL)
+    headers = (*response.headers, ("content-encoding", "gzip"), ("vary", "Accept-Encoding"))
+    return Response(response.status, response.content_type, body, headers)
 
 
 def _reason(status: int) -> bytes:

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.server import MetricsServer, Response, ServingLimits
+from exporter.server import TEXT, MetricsServer, Response, ServingLimits
 from lab.loopback import tcp_listener
 
 
@@ -224,6 +224,22 @@ def test_routes_index_and_errors() -> None:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
             assert read_until_closed(sock, time.monotonic() + 5).startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_large_route_answer_is_gzipped_when_asked_and_a_small_one_never() -> None:
+    big = b'{"verdicts": [' + b'{"cause": "unknown"},' * 500 + b"{}]}\n"
+    routes = {
+        "/diagnose": lambda: Response(200, "application/json", big),
+        "/tiny": lambda: Response(200, TEXT, b"ok\n"),
+    }
+    with serving(registry_of(3), routes=routes) as server:
+        status, headers, zipped = get(server.port, "/diagnose", {"Accept-Encoding": "gzip"})
+        assert status == 200 and headers["content-encoding"] == "gzip" and headers["vary"] == "Accept-Encoding"
+        assert gzip.decompress(zipped) == big
+        status, headers, plain = get(server.port, "/diagnose")
+        assert status == 200 and "content-encoding" not in headers and plain == big
+        status, headers, tiny = get(server.port, "/tiny", {"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in headers and tiny == b"ok\n"
 
 
 def free_port() -> int:
