@@ -25,8 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exporter.model import DNSTarget, HTTPTarget, PathClass, TCPTarget, Transport, Via  # noqa: E402
+from exporter.model import PathClass, Transport, Via  # noqa: E402
 from exporter.probes import run_probe  # noqa: E402
+from exporter.probes.dns import DNSTarget  # noqa: E402
+from exporter.probes.http import HTTPTarget  # noqa: E402
+from exporter.probes.tcp import TCPTarget  # noqa: E402
 from lab.loopback import dnsmasq  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -84,7 +87,8 @@ RSS_CHILD = textwrap.dedent(
     from prometheus_client import CollectorRegistry
     from exporter.app import Exporter
     from exporter.config import Config
-    from exporter.model import PathClass, TCPTarget, Via
+    from exporter.model import PathClass, Via
+    from exporter.probes.tcp import TCPTarget
     n, port, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     targets = tuple(TCPTarget(name=f"t{{i}}", path=PathClass.POD_IP, via=Via.POD, host="127.0.0.1", port=port,
                               interval=1.0, timeout=0.9) for i in range(n))

@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -20,12 +19,12 @@ from .diagnose import Diagnosis, DiagnosisMetrics, Localizer
 from .diagnose.attribution import with_peer_reports
 from .logs import TargetStateLog
 from .metrics import ProbeMetrics
-from .model import AnyTarget, DNSTarget, HTTPTarget, ProbeResult, TCPTarget, Via, seen_from
+from .model import AnyTarget, ProbeResult, Via, seen_from
 from .node import ClusterIPPort, NodeFacts, NodeFactsMetrics, refresh_forever
 from .peer_reports import PeerReports, peer_urls
 from .perspective import NodePerspective
+from .probes import destination, run_probe
 from .probes import prepare as prepare_probes
-from .probes import run_probe
 from .scheduler import DEFAULT_CLOSE_DEADLINE, ProbeFn, ResultSink, Scheduler
 from .targets import TargetSources
 
@@ -206,14 +205,9 @@ def service_addresses(targets: Iterable[AnyTarget]) -> list[ClusterIPPort]:
     for target in targets:
         if target.via is not Via.SERVICE:
             continue
-        if isinstance(target, TCPTarget):
-            out.append(ClusterIPPort(target.host, target.port, "tcp"))
-        elif isinstance(target, DNSTarget):
-            out.append(ClusterIPPort(target.server, target.port, target.transport.value))
-        elif isinstance(target, HTTPTarget):
-            url = urlsplit(target.url)
-            if url.hostname:
-                out.append(ClusterIPPort(url.hostname, url.port or (443 if url.scheme == "https" else 80), "tcp"))
+        address = destination(target)
+        if address is not None:
+            out.append(ClusterIPPort(*address))
     return out
 
 

@@ -11,11 +11,9 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import yaml
 from yaml.composer import Composer, ComposerError
@@ -35,14 +33,11 @@ from .fields import (
     FACTS_INTERVAL,
     check_keys,
     read_bool,
-    read_dns_name,
     read_duration,
     read_enum,
     read_fraction,
-    read_host_header,
     read_hostport,
     read_int,
-    read_ip,
     read_list,
     read_mapping,
     read_name,
@@ -51,22 +46,11 @@ from .fields import (
     read_node_name,
     read_optional,
     read_schedule,
-    read_str,
     shown,
 )
 from .fields import ConfigError as ConfigError  # re-exported: callers catch config.ConfigError
-from .model import (
-    AnyTarget,
-    DNSQueryType,
-    DNSTarget,
-    HTTPTarget,
-    PathClass,
-    Perspective,
-    TargetKey,
-    TCPTarget,
-    Transport,
-    Via,
-)
+from .model import AnyTarget, PathClass, Perspective, TargetKey, Via
+from .probes import KINDS
 
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 
@@ -151,20 +135,16 @@ class Config:
 # --- targets ---
 
 _COMMON_KEYS = {"name", "kind", "path", "via", "target_node", "service", "interval", "timeout"}
-_KIND_KEYS = {
-    "tcp": {"address"},
-    "http": {"url", "host", "expect_status", "min_body_bytes", "tls_verify"},
-    "dns": {"address", "transports", "query", "type", "expect"},
-}
 
 
 def parse_target(raw: Any, where: str, default_interval: float, default_timeout: float) -> list[AnyTarget]:
     """One config entry → one target (two for a DNS entry asking over both UDP and TCP)."""
     entry = read_mapping(raw, where)
-    kind = entry.get("kind")
-    if not isinstance(kind, str) or kind not in _KIND_KEYS:
-        raise ConfigError(f"{where}.kind", f"expected one of {', '.join(_KIND_KEYS)}, got {shown(kind)}")
-    check_keys(entry, _COMMON_KEYS | _KIND_KEYS[kind], where)
+    name = entry.get("kind")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise ConfigError(f"{where}.kind", f"expected one of {', '.join(KINDS)}, got {shown(name)}")
+    check_keys(entry, _COMMON_KEYS | kind.config_keys, where)
     path = read_enum(PathClass, entry.get("path"), f"{where}.path", [p.value for p in PathClass])
     interval, timeout = read_schedule(entry, where, default_interval, default_timeout)
     common: dict[str, Any] = {
@@ -178,81 +158,7 @@ def parse_target(raw: Any, where: str, default_interval: float, default_timeout:
         "interval": interval,
         "timeout": timeout,
     }
-    if kind == "tcp":
-        host, port = read_hostport(entry.get("address"), f"{where}.address", None)
-        return [TCPTarget(host=host, port=port, **common)]
-    if kind == "http":
-        return [_parse_http(entry, where, common)]
-    return _parse_dns(entry, where, common)
-
-
-# A URL is dialled as written and is the `address` label of every series: printable ASCII, bounded.
-_URL_TEXT = re.compile(r"[!-~]+")
-
-
-def read_probe_url(value: Any, where: str) -> str:
-    """http(s)://IP[:port][/path]: an IP literal (the probe measures a path, not name resolution), port 1-65535."""
-    url = read_str(value, where, max_len=2048)
-    expected = "expected http://IP[:port]/path or https://…"
-    if not _URL_TEXT.fullmatch(url):
-        raise ConfigError(where, f"{expected} (printable ASCII, no spaces), got {shown(url)}")
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # "Invalid IPv6 URL": a bracket without its pair
-        raise ConfigError(where, f"{expected}, got {shown(url)}") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(where, f"{expected}, got {shown(url)}")
-    if "@" in parts.netloc:
-        raise ConfigError(where, f"user info in a URL is not sent, and it would be a label: {shown(url)}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(where, f"the port is not a number from 1 to 65535: {shown(url)}") from None
-    if port == 0:
-        raise ConfigError(where, f"port 0 is not a port to connect to: {shown(url)}")
-    read_ip(parts.hostname, where)
-    return url
-
-
-def _parse_http(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> HTTPTarget:
-    url = read_probe_url(entry.get("url"), f"{where}.url")
-    statuses = read_list(entry.get("expect_status", [200]), f"{where}.expect_status", "status codes", empty=False)
-    expect = frozenset(read_int(s, f"{where}.expect_status[{i}]", 100, 599) for i, s in enumerate(statuses))
-    return HTTPTarget(
-        url=url,
-        host_header=read_optional(read_host_header, entry.get("host"), f"{where}.host", ""),
-        expect_status=expect,
-        min_body_bytes=read_int(entry.get("min_body_bytes", 0), f"{where}.min_body_bytes", 0, 1 << 30),
-        tls_verify=read_bool(entry.get("tls_verify", False), f"{where}.tls_verify"),
-        **common,
-    )
-
-
-def _parse_dns(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> list[AnyTarget]:
-    server, port = read_hostport(entry.get("address"), f"{where}.address", 53)
-    transports = read_list(entry.get("transports", ["udp"]), f"{where}.transports", "udp/tcp", empty=False)
-    protocols = [read_enum(Transport, t, f"{where}.transports[{i}]", ["udp", "tcp"]) for i, t in enumerate(transports)]
-    if len(set(protocols)) != len(protocols):
-        raise ConfigError(f"{where}.transports", "lists a transport twice")
-    # An expected answer is an address or an SRV "target[:port]"/record text: one DNS name's worth of text.
-    expect = [
-        read_str(e, f"{where}.expect[{i}]", max_len=300)
-        for i, e in enumerate(read_list(entry.get("expect", []), f"{where}.expect", "expected answers"))
-    ]
-    query_name = read_dns_name(entry.get("query"), f"{where}.query")
-    query_type = read_enum(DNSQueryType, entry.get("type", "A"), f"{where}.type", [t.value for t in DNSQueryType])
-    return [
-        DNSTarget(
-            server=server,
-            port=port,
-            protocol=proto,
-            query_name=query_name,
-            query_type=query_type,
-            expect=frozenset(expect),
-            **common,
-        )
-        for proto in protocols
-    ]
+    return kind.parse(entry, where, common)
 
 
 # --- the whole file ---

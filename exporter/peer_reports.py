@@ -27,7 +27,8 @@ import httpx
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .model import AnyTarget, PathClass, TCPTarget
+from .model import AnyTarget, PathClass
+from .probes.tcp import TCPTarget
 
 CONCURRENCY = 16  # peers asked at once; with ring peers (k) a node asks at most k + its all_up_to
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a /diagnose document of ~1000 targets is ~600 KiB

@@ -22,47 +22,17 @@ import os
 import signal
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import fields
-from enum import Enum
-from types import MappingProxyType
-from typing import Any
 
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .model import (
-    AnyTarget,
-    DNSQueryType,
-    DNSTarget,
-    HTTPTarget,
-    PathClass,
-    Perspective,
-    ProbeResult,
-    Reason,
-    TargetKey,
-    TCPInfo,
-    TCPTarget,
-    Transport,
-    Via,
-    seen_from,
-)
+from .model import AnyTarget, Perspective, ProbeResult, TargetKey, seen_from
 from .probes import prepare as prepare_probes
+from .probes import result_from_json, result_to_json, target_from_json, target_to_json
 from .scheduler import ResultSink, Scheduler
 
 log = logging.getLogger("netpath_exporter.perspective")
 
-_KINDS: dict[str, type[TCPTarget] | type[HTTPTarget] | type[DNSTarget]] = {
-    "tcp": TCPTarget,
-    "http": HTTPTarget,
-    "dns": DNSTarget,
-}
-_ENUMS: dict[str, type[Enum]] = {
-    "path": PathClass,
-    "via": Via,
-    "perspective": Perspective,
-    "protocol": Transport,
-    "query_type": DNSQueryType,
-}
 _MAX_LINE = 64 << 20  # a target set of thousands of targets is one line
 _RESTART_BACKOFF = (1.0, 30.0)  # seconds: first and longest wait before restarting a dead worker
 _REAP_WITHIN = 0.5  # seconds to wait for a killed worker to be reaped at shutdown
@@ -70,63 +40,6 @@ _WORKER_CLOSE_DEADLINE = 0.5  # seconds the worker waits for its probe loops whe
 
 
 # --- the wire format between exporter and worker -----------------------------------------------------------
-
-
-def target_to_json(target: AnyTarget) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": target.kind}
-    for f in fields(target):
-        value = getattr(target, f.name)
-        if isinstance(value, Enum):
-            value = value.value
-        elif isinstance(value, frozenset):
-            value = sorted(value)
-        out[f.name] = value
-    return out
-
-
-def target_from_json(raw: dict[str, Any]) -> AnyTarget:
-    cls = _KINDS[raw["kind"]]
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name not in raw:
-            continue
-        value = raw[f.name]
-        if f.name in _ENUMS:
-            value = _ENUMS[f.name](value)
-        elif f.name in ("expect_status", "expect"):
-            value = frozenset(value)
-        values[f.name] = value
-    return cls(**values)
-
-
-def result_to_json(result: ProbeResult) -> dict[str, Any]:
-    info = result.tcp_info
-    return {
-        "ok": result.ok,
-        "reason": result.reason.value,
-        "duration": result.duration,
-        "detail": result.detail,
-        "phases": dict(result.phases),
-        "tcp_info": [info.syn_retransmits, info.rtt_seconds, info.rttvar_seconds] if info else None,
-        "http_status": result.http_status,
-        "body_bytes": result.body_bytes,
-        "answers": list(result.answers),
-    }
-
-
-def result_from_json(raw: dict[str, Any]) -> ProbeResult:
-    info = raw.get("tcp_info")
-    return ProbeResult(
-        ok=bool(raw["ok"]),
-        reason=Reason(raw["reason"]),
-        duration=float(raw["duration"]),
-        detail=str(raw.get("detail", "")),
-        phases=MappingProxyType({str(k): float(v) for k, v in raw.get("phases", {}).items()}),
-        tcp_info=TCPInfo(int(info[0]), float(info[1]), float(info[2])) if info else None,
-        http_status=raw.get("http_status"),
-        body_bytes=raw.get("body_bytes"),
-        answers=tuple(raw.get("answers", ())),
-    )
 
 
 # --- the exporter's side -----------------------------------------------------------------------------------

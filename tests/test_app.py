@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import Exporter
 from exporter.config import Config
-from exporter.model import AnyTarget, PathClass, TCPTarget, Via
+from exporter.model import AnyTarget, PathClass, Via
+from exporter.probes.tcp import TCPTarget
 from exporter.server import MetricsServer
 from lab.loopback import blackhole_listener, tcp_listener
 
@@ -85,8 +86,10 @@ async def test_health_and_readiness_endpoints() -> None:
 
 def test_service_addresses_are_those_probed_via_a_service() -> None:
     from exporter.app import service_addresses
-    from exporter.model import DNSTarget, HTTPTarget, Transport
+    from exporter.model import Transport
     from exporter.node.facts import ClusterIPPort
+    from exporter.probes.dns import DNSTarget
+    from exporter.probes.http import HTTPTarget
 
     targets: list[AnyTarget] = [
         TCPTarget(name="svc", path=PathClass.CLUSTER_IP, via=Via.SERVICE, host="10.43.0.20", port=80),

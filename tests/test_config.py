@@ -9,7 +9,10 @@ import pytest
 
 from exporter.cli import main
 from exporter.config import DEFAULT_PORT, ConfigError, load_config, parse_config
-from exporter.model import DNSTarget, HTTPTarget, PathClass, TCPTarget, Transport, Via
+from exporter.model import PathClass, Transport, Via
+from exporter.probes.dns import DNSTarget
+from exporter.probes.http import HTTPTarget
+from exporter.probes.tcp import TCPTarget
 
 GOOD = textwrap.dedent(
     """

@@ -21,19 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.diagnose import CAUSES, Cause, Diagnosis, DiagnosisMetrics, Localizer, render_report
 from exporter.diagnose.localizer import PeerFault
-from exporter.model import (
-    AnyTarget,
-    DNSTarget,
-    HTTPTarget,
-    PathClass,
-    Perspective,
-    ProbeResult,
-    Reason,
-    TCPInfo,
-    TCPTarget,
-    Transport,
-    Via,
-)
+from exporter.model import AnyTarget, PathClass, Perspective, ProbeResult, Reason, TCPInfo, Transport, Via
 from exporter.node.facts import (
     BridgeNetfilterFacts,
     ClusterIPPort,
@@ -50,6 +38,9 @@ from exporter.node.facts import (
     VxlanLink,
 )
 from exporter.node.iptables import iptables_facts
+from exporter.probes.dns import DNSTarget
+from exporter.probes.http import HTTPTarget
+from exporter.probes.tcp import TCPTarget
 
 FRONT = "keybuzz/keybuzz-front"
 KUBE_DNS = "kube-system/kube-dns"

@@ -34,7 +34,10 @@ from exporter.discovery import run_discovery
 from exporter.discovery.access import ApiAccess
 from exporter.discovery.config import DiscoveryConfig, DNSConfig
 from exporter.discovery.run import DiscoveryStatus
-from exporter.model import AnyTarget, DNSTarget, HTTPTarget, PathClass, ProbeResult, TCPTarget, Transport, Via
+from exporter.model import AnyTarget, PathClass, ProbeResult, Transport, Via
+from exporter.probes.dns import DNSTarget
+from exporter.probes.http import HTTPTarget
+from exporter.probes.tcp import TCPTarget
 from exporter.targets import TargetSources
 
 pytestmark = pytest.mark.timeout(60)

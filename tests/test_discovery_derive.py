@@ -17,7 +17,8 @@ from exporter.discovery.derive import (
     parse_resolv_conf,
     read_annotations,
 )
-from exporter.model import HTTPTarget, Transport, Via
+from exporter.model import Transport, Via
+from exporter.probes.http import HTTPTarget
 
 
 def store(*objs: dict) -> dict[tuple[str, str], dict]:  # type: ignore[type-arg]

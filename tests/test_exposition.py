@@ -20,17 +20,10 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.exposition import ExpositionRegistry, render
 from exporter.metrics import ProbeMetrics, _count_text
-from exporter.model import (
-    DNSTarget,
-    HTTPTarget,
-    PathClass,
-    ProbeResult,
-    Reason,
-    TCPInfo,
-    TCPTarget,
-    Transport,
-    Via,
-)
+from exporter.model import PathClass, ProbeResult, Reason, TCPInfo, Transport, Via
+from exporter.probes.dns import DNSTarget
+from exporter.probes.http import HTTPTarget
+from exporter.probes.tcp import TCPTarget
 
 BUCKETS = (0.0001, 0.00025, 0.001, 0.01, 0.1, 1.0)
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"

@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from exporter import logs
-from exporter.model import PathClass, ProbeResult, Reason, TCPTarget, Via
+from exporter.model import PathClass, ProbeResult, Reason, Via
+from exporter.probes.tcp import TCPTarget
 from lab.loopback import tcp_listener
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,7 +8,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import ProbeMetrics
-from exporter.model import HTTPTarget, PathClass, ProbeResult, Reason, TCPInfo, TCPTarget, Via
+from exporter.model import PathClass, ProbeResult, Reason, TCPInfo, Via
+from exporter.probes.http import HTTPTarget
+from exporter.probes.tcp import TCPTarget
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 PEER = TCPTarget(

@@ -17,7 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.app import Exporter
 from exporter.config import Config
 from exporter.exposition import ExpositionRegistry
-from exporter.model import AnyTarget, DNSTarget, HTTPTarget, PathClass, TCPTarget, Transport, Via
+from exporter.model import AnyTarget, PathClass, Transport, Via
+from exporter.probes.dns import DNSTarget
+from exporter.probes.http import HTTPTarget
+from exporter.probes.tcp import TCPTarget
 from exporter.server import MetricsServer
 from lab.apps.httpapp import serve_in_thread
 from lab.loopback import blackhole_listener, dnsmasq, tcp_listener

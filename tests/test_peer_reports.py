@@ -26,8 +26,9 @@ from exporter.config import ConfigError, parse_config
 from exporter.diagnose import DiagnosisMetrics, render_report
 from exporter.diagnose.attribution import with_peer_reports
 from exporter.diagnose.causes import Cause
-from exporter.model import AnyTarget, PathClass, ProbeResult, Reason, TCPTarget, Via
+from exporter.model import AnyTarget, PathClass, ProbeResult, Reason, Via
 from exporter.peer_reports import FRESH_INTERVALS, PeerReports, check_document, peer_urls
+from exporter.probes.tcp import TCPTarget
 from exporter.server import MetricsServer, Route
 
 # --- attribution: the reported picture ------------------------------------------------------------------------

@@ -19,20 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import Exporter
 from exporter.config import Config, ConfigError, NodePerspectiveConfig, parse_config
-from exporter.model import (
-    DNSQueryType,
-    DNSTarget,
-    HTTPTarget,
-    PathClass,
-    Perspective,
-    ProbeResult,
-    Reason,
-    TCPInfo,
-    TCPTarget,
-    Transport,
-    Via,
-)
-from exporter.perspective import result_from_json, result_to_json, target_from_json, target_to_json
+from exporter.model import PathClass, Perspective, ProbeResult, Reason, TCPInfo, Transport, Via
+from exporter.probes import result_from_json, result_to_json, target_from_json, target_to_json
+from exporter.probes.dns import DNSQueryType, DNSTarget
+from exporter.probes.http import HTTPTarget
+from exporter.probes.tcp import TCPTarget
 from lab.loopback import closed_port
 
 TARGETS = [

@@ -22,8 +22,9 @@ from misbehaving import (
     with_id,
 )
 
-from exporter.model import DNSQueryType, DNSTarget, PathClass, Reason, Transport, Via
+from exporter.model import PathClass, Reason, Transport, Via
 from exporter.probes import dns
+from exporter.probes.dns import DNSQueryType, DNSTarget
 from lab.loopback import Dnsmasq, DNSServer, Listener
 
 

@@ -6,8 +6,9 @@ import socket
 
 from misbehaving import cancellations_lost, hold, tcp_script
 
-from exporter.model import HTTPTarget, PathClass, Reason, Via
+from exporter.model import PathClass, Reason, Via
 from exporter.probes import http
+from exporter.probes.http import HTTPTarget
 from lab.apps.httpapp import BIG_BODY, STALL_FIRST_CHUNK, RunningApp
 from lab.loopback import BlackholeListener, Listener
 

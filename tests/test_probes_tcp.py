@@ -6,8 +6,9 @@ import asyncio
 
 from misbehaving import cancellations_lost
 
-from exporter.model import PathClass, Reason, TCPTarget, Via
+from exporter.model import PathClass, Reason, Via
 from exporter.probes import tcp
+from exporter.probes.tcp import TCPTarget
 from lab.loopback import BlackholeListener, Listener
 
 
@@ -85,7 +86,8 @@ def test_a_blackhole_route_is_unreachable_not_an_error() -> None:
         subprocess.run(["ip", "-n", name, "route", "add", "blackhole", "default"], check=True)
         code = (
             "import asyncio\n"
-            "from exporter.model import PathClass, TCPTarget, Via\n"
+            "from exporter.model import PathClass, Via\n"
+            "from exporter.probes.tcp import TCPTarget\n"
             "from exporter.probes import run_probe\n"
             "t = TCPTarget(name='x', path=PathClass.CLUSTER_IP, via=Via.SERVICE, host='10.43.0.1', port=443)\n"
             "print(asyncio.run(run_probe(t, 1.0)).reason.value)\n"

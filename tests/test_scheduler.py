@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from exporter.model import AnyTarget, PathClass, ProbeResult, Reason, TCPTarget, Via
+from exporter.model import AnyTarget, PathClass, ProbeResult, Reason, Via
+from exporter.probes.tcp import TCPTarget
 from exporter.scheduler import Scheduler
 
 

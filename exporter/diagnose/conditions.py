@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from ..model import DNSTarget, HTTPTarget, PathClass, Perspective, Reason, TCPTarget, Transport, Via
+from ..model import PathClass, Perspective, Reason, Transport, Via
 from ..node.facts import (
     BridgeNetfilterFacts,
     ConntrackFacts,
@@ -28,6 +28,9 @@ from ..node.facts import (
     RouteFacts,
     SysctlFacts,
 )
+from ..probes.dns import DNSTarget
+from ..probes.http import HTTPTarget
+from ..probes.tcp import TCPTarget
 from . import netfilter
 from .causes import Cause
 from .picture import FactsView, Picture, conntrack_stat, csum_errors, describe, host_of, is_large, key, onset

@@ -7,10 +7,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from urllib.parse import urlsplit
 
-from ..model import AnyTarget, DNSTarget, HTTPTarget, PathClass, Perspective, TCPTarget, Transport, Via
+from ..model import AnyTarget, PathClass, Perspective, Transport, Via
 from ..node.facts import ConntrackFacts, IptablesFacts, NodeFacts, OverlayFacts, SnmpFacts, Unavailable
+from ..probes import destination
+from ..probes.dns import DNSTarget
+from ..probes.http import HTTPTarget
 from .causes import CAUSES, Cause
 from .window import Health, TargetStatus
 
@@ -197,11 +199,8 @@ def is_large(target: AnyTarget) -> bool:
 
 
 def host_of(target: AnyTarget) -> str:
-    if isinstance(target, TCPTarget):
-        return target.host
-    if isinstance(target, DNSTarget):
-        return target.server
-    return urlsplit(target.url).hostname or ""
+    dialled = destination(target)
+    return "" if dialled is None else dialled[0]
 
 
 def onset(statuses: Iterable[TargetStatus]) -> float:

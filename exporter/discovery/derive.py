@@ -20,7 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import AnyTarget, DNSTarget, HTTPTarget, PathClass, TCPTarget, Transport, Via, format_hostport
+from ..model import AnyTarget, PathClass, Transport, Via, format_hostport
+from ..probes.dns import DNSTarget
+from ..probes.http import HTTPTarget
+from ..probes.tcp import TCPTarget
 from .config import DiscoveryConfig, IPNetwork
 from .decode import valid_path
 from .peers import select_peers

@@ -24,8 +24,11 @@ import ipaddress
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -36,8 +39,70 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from ..model import DNSQueryType, DNSTarget, ProbeResult, Reason, Transport
+from ..fields import ConfigError, read_dns_name, read_enum, read_hostport, read_list, read_str
+from ..model import ProbeResult, Reason, Target, Transport, format_hostport
+from .kind import Destination, ProbeKind
 from .tcp import describe, reason_for_os_error
+
+
+class DNSQueryType(StrEnum):
+    A = "A"
+    AAAA = "AAAA"
+    SRV = "SRV"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DNSTarget(Target):
+    """A DNS query to one server over one transport (UDP and TCP are separate targets)."""
+
+    server: str
+    port: int = 53
+    protocol: Transport = Transport.UDP
+    query_name: str
+    query_type: DNSQueryType = DNSQueryType.A
+    expect: frozenset[str] = frozenset()  # any of these in the answer is a pass; empty: any answer
+
+    kind = "dns"
+
+    @property
+    def transport(self) -> Transport:
+        return self.protocol
+
+    @property
+    def address(self) -> str:
+        return format_hostport(self.server, self.port)
+
+
+def parse(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> list[Target]:
+    server, port = read_hostport(entry.get("address"), f"{where}.address", 53)
+    transports = read_list(entry.get("transports", ["udp"]), f"{where}.transports", "udp/tcp", empty=False)
+    protocols = [read_enum(Transport, t, f"{where}.transports[{i}]", ["udp", "tcp"]) for i, t in enumerate(transports)]
+    if len(set(protocols)) != len(protocols):
+        raise ConfigError(f"{where}.transports", "lists a transport twice")
+    # An expected answer is an address or an SRV "target[:port]"/record text: one DNS name's worth of text.
+    expect = [
+        read_str(e, f"{where}.expect[{i}]", max_len=300)
+        for i, e in enumerate(read_list(entry.get("expect", []), f"{where}.expect", "expected answers"))
+    ]
+    query_name = read_dns_name(entry.get("query"), f"{where}.query")
+    query_type = read_enum(DNSQueryType, entry.get("type", "A"), f"{where}.type", [t.value for t in DNSQueryType])
+    return [
+        DNSTarget(
+            server=server,
+            port=port,
+            protocol=proto,
+            query_name=query_name,
+            query_type=query_type,
+            expect=frozenset(expect),
+            **common,
+        )
+        for proto in protocols
+    ]
+
+
+def destination(target: DNSTarget) -> Destination:
+    return (target.server, target.port, target.transport.value)
+
 
 _RCODE_REASON = {
     dns.rcode.NXDOMAIN: Reason.NXDOMAIN,
@@ -238,3 +303,14 @@ def _matches(answer: str, target: DNSTarget) -> bool:
 
 def _name(text: str) -> str:
     return text.strip().rstrip(".").lower()
+
+
+KIND = ProbeKind(
+    "dns",
+    DNSTarget,
+    frozenset({"address", "transports", "query", "type", "expect"}),
+    parse,
+    probe,
+    destination,
+    prepare,
+)

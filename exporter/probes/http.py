@@ -14,16 +14,100 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import ssl
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
-from ..model import HTTPTarget, ProbeResult, Reason, TCPInfo
+from ..fields import (
+    ConfigError,
+    read_bool,
+    read_host_header,
+    read_int,
+    read_ip,
+    read_list,
+    read_optional,
+    read_str,
+    shown,
+)
+from ..model import ProbeResult, Reason, Target, TCPInfo
+from .kind import Destination, ProbeKind
 from .tcp import describe, read_tcp_info, reason_for_os_error
+
+
+@dataclass(frozen=True, kw_only=True)
+class HTTPTarget(Target):
+    """An HTTP(S) request, optionally with a Host header: the ingress path, or a Service over HTTP."""
+
+    url: str  # scheme://ip[:port]/path — the address actually dialled
+    host_header: str = ""  # sent as Host (and as TLS SNI) when set
+    expect_status: frozenset[int] = frozenset({200})
+    min_body_bytes: int = 0  # a large response that stalls (MTU) is caught only when this is set
+    tls_verify: bool = False  # ingress certificates rarely match a probe's view; verification is opt-in
+
+    kind = "http"
+
+    @property
+    def address(self) -> str:
+        return self.url
+
+
+# A URL is dialled as written and is the `address` label of every series: printable ASCII, bounded.
+_URL_TEXT = re.compile(r"[!-~]+")
+
+
+def read_probe_url(value: Any, where: str) -> str:
+    """http(s)://IP[:port][/path]: an IP literal (the probe measures a path, not name resolution), port 1-65535."""
+    url = read_str(value, where, max_len=2048)
+    expected = "expected http://IP[:port]/path or https://…"
+    if not _URL_TEXT.fullmatch(url):
+        raise ConfigError(where, f"{expected} (printable ASCII, no spaces), got {shown(url)}")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": a bracket without its pair
+        raise ConfigError(where, f"{expected}, got {shown(url)}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(where, f"{expected}, got {shown(url)}")
+    if "@" in parts.netloc:
+        raise ConfigError(where, f"user info in a URL is not sent, and it would be a label: {shown(url)}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(where, f"the port is not a number from 1 to 65535: {shown(url)}") from None
+    if port == 0:
+        raise ConfigError(where, f"port 0 is not a port to connect to: {shown(url)}")
+    read_ip(parts.hostname, where)
+    return url
+
+
+def parse(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> list[Target]:
+    url = read_probe_url(entry.get("url"), f"{where}.url")
+    statuses = read_list(entry.get("expect_status", [200]), f"{where}.expect_status", "status codes", empty=False)
+    expect = frozenset(read_int(s, f"{where}.expect_status[{i}]", 100, 599) for i, s in enumerate(statuses))
+    return [
+        HTTPTarget(
+            url=url,
+            host_header=read_optional(read_host_header, entry.get("host"), f"{where}.host", ""),
+            expect_status=expect,
+            min_body_bytes=read_int(entry.get("min_body_bytes", 0), f"{where}.min_body_bytes", 0, 1 << 30),
+            tls_verify=read_bool(entry.get("tls_verify", False), f"{where}.tls_verify"),
+            **common,
+        )
+    ]
+
+
+def destination(target: HTTPTarget) -> Destination | None:
+    url = urlsplit(target.url)
+    if not url.hostname:
+        return None
+    return (url.hostname, url.port or (443 if url.scheme == "https" else 80), "tcp")
+
 
 # Read at most this much beyond min_body_bytes: enough to push many full-size packets through the path,
 # without a probe pointed at a large download turning into a benchmark that ends in body_timeout.
@@ -210,3 +294,14 @@ def _classify(exc: Exception, stage: Stage) -> Reason:
     if isinstance(exc, httpx.ProtocolError | httpx.DecodingError):
         return Reason.PROTOCOL_ERROR
     return Reason.ERROR
+
+
+KIND = ProbeKind(
+    "http",
+    HTTPTarget,
+    frozenset({"url", "host", "expect_status", "min_body_bytes", "tls_verify"}),
+    parse,
+    probe,
+    destination,
+    prepare,
+)

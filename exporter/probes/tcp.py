@@ -12,9 +12,38 @@ import errno
 import socket
 import struct
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
-from ..model import ProbeResult, Reason, TCPInfo, TCPTarget
+from ..fields import read_hostport
+from ..model import ProbeResult, Reason, Target, TCPInfo, format_hostport
+from .kind import Destination, ProbeKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class TCPTarget(Target):
+    """A TCP connect to ip:port: the pod-IP and ClusterIP paths."""
+
+    host: str
+    port: int
+
+    kind = "tcp"
+
+    @property
+    def address(self) -> str:
+        return format_hostport(self.host, self.port)
+
+
+def parse(entry: Mapping[str, Any], where: str, common: dict[str, Any]) -> list[Target]:
+    host, port = read_hostport(entry.get("address"), f"{where}.address", None)
+    return [TCPTarget(host=host, port=port, **common)]
+
+
+def destination(target: TCPTarget) -> Destination:
+    return (target.host, target.port, "tcp")
+
 
 # The head of Linux's struct tcp_info (include/uapi/linux/tcp.h) up to tcpi_total_retrans, the last field
 # we need. Every kernel since 2.6.x has at least this much; newer ones append fields after it. Native byte
@@ -111,3 +140,6 @@ async def _connect(target: TCPTarget, start: float) -> ProbeResult:
         tcp_info=tcp_info,
         detail=f"connected to {target.address}",
     )
+
+
+KIND = ProbeKind("tcp", TCPTarget, frozenset({"address"}), parse, probe, destination)
