@@ -711,6 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mix-targets", type=int, default=None, help="targets in the mixed run (default 1000)")
     parser.add_argument("--peer-targets", type=int, default=None, help="TCP targets for blackbox (default 1000)")
     parser.add_argument("--no-peer", action="store_true", help="skip prometheus-blackbox-exporter")
+    parser.add_argument("--tcp-only", action="store_true", help="only the TCP runs (no mixed, HTTP or DNS runs)")
     args = parser.parse_args(argv)
     quick = args.quick
     counts = [int(n) for n in (args.targets or ("20,100" if quick else "100,1000,3000")).split(",")]
@@ -731,12 +732,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_phase = exporter_run(srv, {"tcp": 1}, ["quiet"], seconds, interval)[0]
         for n in counts:
             phases += exporter_run(srv, {"tcp": n}, list(MODES), seconds, interval)
-        mix = {"tcp": mix_n * 8 // 10, "http": mix_n // 10, "dnsudp": mix_n // 20, "dnstcp": mix_n // 20}
-        kind_phases += exporter_run(srv, mix, ["scrape 15 s"], seconds, interval)
-        for kind in ("http", "dnsudp", "dnstcp"):
-            kind_phases += exporter_run(srv, {kind: kind_n}, ["scrape 15 s"], seconds, interval)
+        if not args.tcp_only:
+            mix = {"tcp": mix_n * 8 // 10, "http": mix_n // 10, "dnsudp": mix_n // 20, "dnstcp": mix_n // 20}
+            kind_phases += exporter_run(srv, mix, ["scrape 15 s"], seconds, interval)
+            for kind in ("http", "dnsudp", "dnstcp"):
+                kind_phases += exporter_run(srv, {kind: kind_n}, ["scrape 15 s"], seconds, interval)
         if not args.no_peer:
-            plan = {"tcp": peer_n, "http": kind_n, "dnsudp": kind_n, "dnstcp": kind_n}
+            plan = (
+                {"tcp": peer_n}
+                if args.tcp_only
+                else {"tcp": peer_n, "http": kind_n, "dnsudp": kind_n, "dnstcp": kind_n}
+            )
             peers = blackbox_runs(srv, plan, seconds, interval)
     load_after = Path("/proc/loadavg").read_text().strip()
 

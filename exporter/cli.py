@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -133,6 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(config: Config) -> int:
+    # The probe loop times connects while the render thread builds /metrics and /diagnose, and they share the
+    # GIL: a waiting thread gets it only after the switch interval (default 5 ms). At 0.5 ms the probe loop waits
+    # at most that long behind a rendering (docs/benchmarks.md: scheduler lag p99 with a scrape every second at
+    # 1000 targets, 19.7 ms at 5 ms, 7.5 ms at 0.5 ms; CPU unchanged).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     if config.discovery is not None:
         from .discovery import AccessError, resolve_access
 
@@ -162,6 +168,12 @@ async def _run(config: Config) -> int:
             )
             return EXIT_CONFIG
         server.start()
+        # Everything alive now (modules, the probes' prepared state, the targets) lives as long as the process:
+        # out of the cyclic collector's way, so a full collection does not scan it. Measured at 1000 targets: a
+        # gen-2 collection stalled every thread, the probe loop included, for 57 ms; after the freeze it scans the
+        # fifth of the objects that come and go (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
         logs.started(config, server.port)
         await shutdown.requested.wait()
         # The HTTP server's shutdown polls (up to 0.5 s): in a thread, alongside stopping the tasks.
@@ -176,6 +188,8 @@ async def _run(config: Config) -> int:
     log.info("stopped in %.2fs", shutdown.elapsed())
     return EXIT_OK
 
+
+GIL_SWITCH_INTERVAL = 0.0005  # seconds
 
 # SIGTERM/SIGINT to exit, at most: the chart's terminationGracePeriodSeconds stays well above it.
 SHUTDOWN_DEADLINE = 2.0

@@ -59,7 +59,9 @@ class FamilyHeader:
 @dataclass(frozen=True)
 class RenderedFamily:
     header: FamilyHeader
-    lines: Sequence[str]  # each a whole sample line, or several, ending in "\n"; the same in both formats
+    # Per target: its sample lines in UTF-8, each ending in "\n", the same in both formats; b"" for none. Bytes, kept
+    # between scrapes, so a rendering is one join of them (no per-family string to build and then encode).
+    lines: Sequence[bytes]
 
 
 @runtime_checkable
@@ -133,7 +135,7 @@ def _fast(registry: ExpositionRegistry, rest: bytes, openmetrics: bool) -> bytes
     for collector in registry.pre_rendered():
         for family in collector.rendered_families():
             parts.append(family.header.text(openmetrics).encode())
-            parts.append("".join(family.lines).encode())
+            parts.extend(family.lines)
     if openmetrics:
         parts.append(EOF)
     return b"".join(parts)

@@ -91,7 +91,7 @@ class _TargetState:
     tcp_rtt: float | None = None
     http_responses: Counter[int] = field(default_factory=Counter)
     version: int = 0  # bumped by every result: a rendering of an older version is stale
-    rendered: tuple[int, tuple[str, ...]] | None = None  # (version, one text per family in FAMILIES)
+    rendered: tuple[int, tuple[bytes, ...]] | None = None  # (version, one UTF-8 text per family in FAMILIES)
     label_text: _LabelText | None = None  # the labels as exposition text, made on the first render
 
     def copy(self) -> _TargetState:
@@ -266,7 +266,7 @@ class ProbeMetrics(Collector):
                 (state, None if state.rendered is not None and state.rendered[0] == state.version else state.copy())
                 for state in self._state.values()
             ]
-        per_target: list[tuple[str, ...]] = []
+        per_target: list[tuple[bytes, ...]] = []
         for state, snapshot in work:
             if snapshot is None:
                 assert state.rendered is not None
@@ -274,7 +274,7 @@ class ProbeMetrics(Collector):
                 continue
             if snapshot.label_text is None:
                 snapshot.label_text = state.label_text = _LabelText(snapshot.labels)
-            lines = self._render(snapshot, snapshot.label_text)
+            lines = tuple(text.encode() for text in self._render(snapshot, snapshot.label_text))
             state.rendered = (snapshot.version, lines)  # a result recorded meanwhile has bumped the version
             per_target.append(lines)
         for i, header in enumerate(FAMILIES):

@@ -71,7 +71,9 @@ def probed(registry: CollectorRegistry) -> ProbeMetrics:
 
 
 def pre_rendered_text(metrics: ProbeMetrics, openmetrics: bool) -> str:
-    return "".join(family.header.text(openmetrics) + "".join(family.lines) for family in metrics.rendered_families())
+    return "".join(
+        family.header.text(openmetrics) + b"".join(family.lines).decode() for family in metrics.rendered_families()
+    )
 
 
 @pytest.mark.parametrize("openmetrics", [False, True], ids=["text-0.0.4", "openmetrics-1.0.0"])
