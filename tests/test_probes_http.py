@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from misbehaving import cancellations_lost, hold, tcp_script
@@ -183,3 +184,24 @@ async def test_the_http_probe_ends_whenever_it_is_cancelled(httpapp_server: Runn
     lost = await cancellations_lost(lambda: http.probe(probe_target, timeout=1.0), attempts=200)
 
     assert lost == 0
+
+
+async def test_every_probe_opens_its_own_connection_although_the_client_is_shared() -> None:
+    """The probes share one httpx client (its cost), never a connection: each probe times a fresh connect."""
+    peers: list[tuple[str, int]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername"))
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")  # keep-alive offered, never used
+        await writer.drain()
+        await reader.read()  # until the probe closes its side
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        results = [await http.probe(target(f"http://127.0.0.1:{port}/"), timeout=2.0) for _ in range(3)]
+    assert all(r.ok for r in results), results
+    assert all("connect" in r.phases for r in results)
+    assert len(set(peers)) == 3  # three connections, from three source ports

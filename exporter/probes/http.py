@@ -17,6 +17,7 @@ import functools
 import re
 import ssl
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -210,6 +211,29 @@ class _Progress:
         )
 
 
+# One client per event loop and verification mode, shared by every probe: building an httpx client (transport,
+# pool, defaults) per probe was a third of an HTTP probe's CPU (docs/benchmarks.md). The pool keeps no connection
+# (max_keepalive_connections=0), so every probe still opens, and times, a fresh one; it has no connection limit,
+# so no probe waits in it behind others (the scheduler bounds concurrency). Per loop because httpcore's pool
+# locks belong to the loop that first used them.
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, httpx.AsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _client(tls_verify: bool) -> httpx.AsyncClient:
+    clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(tls_verify)
+    if client is None:
+        client = clients[tls_verify] = httpx.AsyncClient(
+            verify=_ssl_context(tls_verify),
+            follow_redirects=False,
+            trust_env=False,  # a probe dials the address it was given, never an environment proxy
+            limits=httpx.Limits(max_keepalive_connections=0, max_connections=None),
+        )
+    return client
+
+
 async def probe(target: HTTPTarget, timeout: float) -> ProbeResult:
     """GET target.url within ``timeout`` seconds and judge status and body."""
     progress = _Progress(time.monotonic())
@@ -239,16 +263,9 @@ async def _request(target: HTTPTarget, timeout: float, progress: _Progress) -> t
     if target.host_header:
         headers["Host"] = target.host_header
         extensions["sni_hostname"] = target.host_header
-    async with (
-        httpx.AsyncClient(
-            verify=_ssl_context(target.tls_verify),
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            trust_env=False,  # a probe dials the address it was given, never an environment proxy
-            limits=httpx.Limits(max_keepalive_connections=0),
-        ) as client,
-        client.stream("GET", target.url, headers=headers, extensions=extensions) as response,
-    ):
+    async with _client(target.tls_verify).stream(
+        "GET", target.url, headers=headers, extensions=extensions, timeout=httpx.Timeout(timeout)
+    ) as response:
         progress.status = response.status_code
         progress.stage = "body"
         progress.phases.setdefault("first_byte", progress.elapsed())
