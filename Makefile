@@ -68,6 +68,10 @@ LAYOUTS ?= seed:12 seed:0
 test-layouts: deps venv image
 	NETPATH_LAYOUTS="$(LAYOUTS)" PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -p no:cacheprovider -m lab tests/lab/test_diagnosis.py
 
+# The healthy lab watched for 10 minutes for any verdict, on the reported layout (one ingress controller): ~12 min.
+test-soak: deps venv image
+	NETPATH_LAYOUTS=one-node NETPATH_HEALTHY_SOAK=600 PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -p no:cacheprovider -m lab tests/lab/test_diagnosis.py -k healthy
+
 demo: deps venv
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m lab.demo $(DEMO_ARGS)
 

@@ -704,7 +704,7 @@ def peer_table(peers: Sequence[PeerPhase]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N and short phases: a smoke run (~2 minutes)")
-    parser.add_argument("--targets", default=None, help="TCP target counts, comma-separated (default 100,1000,3000)")
+    parser.add_argument("--targets", default=None, help="TCP target counts, comma-separated (default 100,1000,1600)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per phase (default 12 intervals)")
     parser.add_argument("--interval", type=float, default=5.0, help="probe interval, seconds (default 5)")
     parser.add_argument("--kind-targets", type=int, default=None, help="targets in the HTTP/DNS runs (default 200)")
@@ -714,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tcp-only", action="store_true", help="only the TCP runs (no mixed, HTTP or DNS runs)")
     args = parser.parse_args(argv)
     quick = args.quick
-    counts = [int(n) for n in (args.targets or ("20,100" if quick else "100,1000,3000")).split(",")]
+    counts = [int(n) for n in (args.targets or ("20,100" if quick else "100,1000,1600")).split(",")]
     seconds = args.duration or (2 * args.interval if quick else 12 * args.interval)  # whole intervals
     interval = args.interval
     kind_n = args.kind_targets or (10 if quick else 200)
