@@ -23,6 +23,7 @@ while it compresses, so it does not delay the probe loop either way; level 9 onl
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -81,21 +82,28 @@ class ExpositionRegistry(CollectorRegistry):
     def __init__(self) -> None:
         # Describe-less collectors (every one of ours) must still be seen by `name[]=` filtering.
         super().__init__(support_collectors_without_names=True)
-        self._registered: dict[Collector, None] = {}
+        self._registered: dict[Collector, None] = {}  # insertion order is registration order
+        self._registered_lock = threading.Lock()  # discovery (un)registers on the loop while the render thread reads
 
     def register(self, collector: Collector) -> None:
         super().register(collector)
-        self._registered[collector] = None
+        with self._registered_lock:
+            self._registered[collector] = None
 
     def unregister(self, collector: Collector) -> None:
         super().unregister(collector)
-        self._registered.pop(collector, None)
+        with self._registered_lock:
+            self._registered.pop(collector, None)
+
+    def _collectors(self) -> list[Collector]:
+        with self._registered_lock:
+            return list(self._registered)
 
     def pre_rendered(self) -> list[PreRendered]:
-        return [c for c in list(self._registered) if isinstance(c, PreRendered)]
+        return [c for c in self._collectors() if isinstance(c, PreRendered)]
 
     def without_pre_rendered(self) -> _Rest:
-        return _Rest([c for c in list(self._registered) if not isinstance(c, PreRendered)])
+        return _Rest([c for c in self._collectors() if not isinstance(c, PreRendered)])
 
 
 class _Rest(Collector):

@@ -5,6 +5,11 @@ A custom collector rather than client-library metric objects: a removed target's
 unregister. Counters and histograms (not last-value gauges alone) so that failures between two scrapes are
 never lost: an intermittent 504 pattern is a rate, not a sample. The names and labels here are the
 project's Prometheus contract; docs/metrics.md documents every one and a test holds the two together.
+
+Two renderings of the same families: :meth:`ProbeMetrics.collect` (prometheus_client's metric families, for
+`name[]=` filters and as the tests' reference) and :meth:`ProbeMetrics.rendered_families`, the sample lines written
+here from label text escaped once per target and kept until the target's next result (exporter.exposition's fast
+path; tests/test_exposition.py holds the two byte for byte equal).
 """
 
 from __future__ import annotations
