@@ -72,19 +72,19 @@ _READERS: dict[type[AnyTarget], dict[str, Any]] = {}
 
 
 def _field_readers(cls: type[AnyTarget]) -> dict[str, Any]:
-    if cls in _READERS:
-        return _READERS[cls]
-    readers: dict[str, Any] = _READERS.setdefault(cls, {})
-    for name, hint in typing.get_type_hints(cls).items():
-        if name not in {f.name for f in fields(cls)}:
-            continue
-        if isinstance(hint, type) and issubclass(hint, Enum):
-            readers[name] = hint
-        elif typing.get_origin(hint) is frozenset:
-            readers[name] = frozenset
-        else:
-            readers[name] = _same
-    return readers
+    """How to read each dataclass field of a target class back from JSON, by its type; worked out once per class."""
+    if cls not in _READERS:
+        hints = typing.get_type_hints(cls)
+        _READERS[cls] = {f.name: _reader(hints[f.name]) for f in fields(cls)}
+    return _READERS[cls]
+
+
+def _reader(hint: Any) -> Any:
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint
+    if typing.get_origin(hint) is frozenset:
+        return frozenset
+    return _same
 
 
 def _same(value: Any) -> Any:
