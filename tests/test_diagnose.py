@@ -876,6 +876,58 @@ def test_two_services_over_the_same_dead_pods_are_both_backend_down_and_nothing_
     assert {"svc-keybuzz-api/tcp", "svc-keybuzz-front/tcp"} <= {t for v in verdicts for t in v.targets}
 
 
+def shared_pods_nat(*, api_dnat: bool) -> IptablesFacts:
+    """kube-proxy's nat table for keybuzz-front and, when ``api_dnat``, keybuzz-api: a second Service over the same
+    two pods (kube-proxy picks an endpoint at random: both DNATs are reachable)."""
+    pods = ("10.42.1.10:8080", "10.42.2.11:8080")
+    services = [("FRONT", FRONT_IP, 80), *([("API", "10.43.20.11", 8080)] if api_dnat else [])]
+    chains, rules = ["KUBE-SERVICES"], ["-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES"]
+    for name, ip, port in services:
+        chains.append(f"KUBE-SVC-{name}")
+        rules.append(f"-A KUBE-SERVICES -d {ip}/32 -p tcp -m tcp --dport {port} -j KUBE-SVC-{name}")
+        for i, pod in enumerate(pods):
+            chains.append(f"KUBE-SEP-{name}{i}")
+            odds = "-m statistic --mode random --probability 0.5 " if i == 0 else ""
+            rules += [
+                f"-A KUBE-SVC-{name} {odds}-j KUBE-SEP-{name}{i}",
+                f"-A KUBE-SEP-{name}{i} -p tcp -m tcp -j DNAT --to-destination {pod}",
+            ]
+    text = "\n".join(
+        ["*nat", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", *(f":{c} - [0:0]" for c in chains), *rules]
+    )
+    text += "\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    return iptables_facts(text, [ClusterIPPort(FRONT_IP, 80), ClusterIPPort("10.43.20.11", 8080)])
+
+
+def api_over_front_pods_with_its_endpoints_gone() -> Node:
+    """keybuzz-api selects keybuzz-front's pods; the pods stopped and turned not ready, so discovery dropped the
+    Service's `ep/` targets: no direct probe carries keybuzz-api's name (the seeded lab layouts' live picture)."""
+    api = "keybuzz/keybuzz-api"
+    node = Node()
+    node.targets.append(tcp("svc-keybuzz-api", "10.43.20.11", 8080, PathClass.CLUSTER_IP, Via.SERVICE, "", api))
+    return node.rounds(6).rounds(3, breaking(lambda t: t.service in (FRONT, api) or is_front(t), app_refuses))
+
+
+def test_a_second_service_over_dead_pods_is_backend_down_by_the_pods_its_dnat_rules_lead_to() -> None:
+    node = api_over_front_pods_with_its_endpoints_gone()
+    verdicts = node.facts(replace(NODE_FACTS, iptables_nft=shared_pods_nat(api_dnat=True))).diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.BACKEND_DOWN, Cause.BACKEND_DOWN]
+    api = next(v for v in verdicts if "svc-keybuzz-api/tcp" in v.targets)
+    assert any(
+        e.startswith("a pod this node's DNAT rules send the Service to, asked directly: keybuzz-front-")
+        for e in api.evidence
+    )
+    assert api.peer_nodes == ("node1", "node2")
+
+
+def test_a_second_service_over_dead_pods_without_a_dnat_rule_to_them_is_not_named() -> None:
+    # no direct probe and no NAT rule ties keybuzz-api to the dead pods: its refusals alone name nothing
+    node = api_over_front_pods_with_its_endpoints_gone()
+    verdicts = node.facts(replace(NODE_FACTS, iptables_nft=shared_pods_nat(api_dnat=False))).diagnosis().verdicts
+    assert [v.cause for v in verdicts] == [Cause.BACKEND_DOWN, Cause.UNKNOWN]
+    assert "svc-keybuzz-api/tcp" in verdicts[1].targets
+
+
 def test_a_service_that_refuses_while_its_pods_answer_is_no_dropped_path() -> None:
     # kube-proxy REJECTs a Service without ready endpoints; the pods themselves answer: an answer, not a drop
     node = Node().rounds(6).rounds(3, breaking(lambda t: t.name == "svc-keybuzz-front", refused)).facts(NODE_FACTS)

@@ -28,6 +28,7 @@ from ..node.facts import (
     RouteFacts,
     SysctlFacts,
 )
+from ..probes import destination
 from ..probes.dns import DNSTarget
 from ..probes.http import HTTPTarget
 from ..probes.tcp import TCPTarget
@@ -268,7 +269,43 @@ def _service_of_group(s: Scope) -> list[TargetStatus]:
 
 
 def _group_endpoints(s: Scope) -> list[TargetStatus]:
+    return _own_endpoints(s) or _dnat_endpoints(s)
+
+
+def _own_endpoints(s: Scope) -> list[TargetStatus]:
     return [e for e in s.picture.endpoints(s.group) if e.health is not Health.PENDING]
+
+
+def _dnat_endpoints(s: Scope) -> list[TargetStatus]:
+    """Direct probes of the pods this node's own NAT rules send the group's ClusterIP targets to: the Service's
+    endpoints when no direct probe carries its name — a second Service over another's pods, or discovery having
+    dropped endpoints that turned not ready (found on seeded layouts)."""
+    facts = s.picture.node_facts
+    if facts is None:
+        return []
+    sent_to: set[tuple[str, int]] = set()
+    for _, ipt in facts.kube_backends():
+        for x in s.candidates if ipt.tables else ():
+            packet = _packet(s.picture, x)
+            if packet is not None and x.target.path is PathClass.CLUSTER_IP:
+                sent_to.update(_host_port(d) for d in netfilter.walk(ipt, packet).dnat)
+    return [
+        e
+        for e in s.picture.statuses
+        if e.target.via is Via.POD
+        and not is_large(e.target)
+        and e.health is not Health.PENDING
+        and (d := destination(e.target)) is not None
+        and (d[0], d[1]) in sent_to
+    ]
+
+
+def _host_port(to_destination: str) -> tuple[str, int]:
+    """`10.42.1.5:8080` / `[fd00::5]:8080` (iptables' --to-destination) as (host, port); port 0 when absent."""
+    host, _, port = to_destination.rpartition(":")
+    if not host or not port.isdigit():
+        return to_destination.strip("[]"), 0
+    return host.strip("[]"), int(port)
 
 
 def _backend_down_targets(s: Scope) -> list[TargetStatus]:
@@ -431,7 +468,8 @@ def coredns_dead_shown(s: Scope) -> bool:
 
 
 def service_pods_refuse(s: Scope) -> bool:
-    """every direct probe of the Service's pods fails with refused/reset/HTTP 500/502/503"""
+    """every direct probe of the Service's pods fails with refused/reset/HTTP 500/502/503 (with no direct probe
+    in the Service's name: the pods this node's DNAT rules send its ClusterIP to)"""
     endpoints = _group_endpoints(s)
     return bool(endpoints) and all(e.failing and _backend_answers(e) for e in endpoints)
 
@@ -965,7 +1003,8 @@ def _ev_coredns_down(s: Scope) -> list[str]:
 
 
 def _ev_backend_down(s: Scope) -> list[str]:
-    out = [f"the backend, asked directly: {describe(e)}" for e in _group_endpoints(s)]
+    where = "the backend" if _own_endpoints(s) else "a pod this node's DNAT rules send the Service to"
+    out = [f"{where}, asked directly: {describe(e)}" for e in _group_endpoints(s)]
     out += [f"via the Service: {describe(x)}" for x in s.candidates]
     ingress = [x for x in s.unexplained if x.target.path is PathClass.INGRESS and _backend_answers(x)]
     out += [f"so the ingress fails: {describe(x)}" for x in ingress]

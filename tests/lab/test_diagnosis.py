@@ -14,11 +14,13 @@ node must be clear within 3 intervals of `heal`. The measured matrix is written 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,7 +66,16 @@ while time.time() < until:
         unknown = sorted(t for v in doc["verdicts"] if v["cause"] == "unknown" for t in v["targets"])
         # a node seeing a peer's named fault (peer reports) is "seen:<peer>": principle 3, not a cause of its own
         causes = sorted(v["cause"] for v in doc["verdicts"]) + ["seen:" + f["node"] for f in doc.get("peer_faults", [])]
-        print(json.dumps({"t": time.time(), "causes": causes, "unknown": unknown}), flush=True)
+        # the unknown targets' own records (target node, Service, health, reasons): what a failure message shows
+        fields = ("name", "from", "via", "target_node", "service", "health", "failures", "reasons", "last_http_status")
+        detail = [
+            {k: r.get(k) for k in fields}
+            for r in doc.get("targets", [])
+            if r["name"] + "/" + r["transport"] in set(unknown)
+        ]
+        failing = sorted(r["name"] for r in doc.get("targets", []) if r["health"] in ("flaky", "down"))
+        line = {"t": time.time(), "causes": causes, "unknown": unknown, "detail": detail, "failing": failing}
+        print(json.dumps(line), flush=True)
     except Exception as exc:
         print(json.dumps({"t": time.time(), "error": str(exc)}), flush=True)
     time.sleep(float(sys.argv[3]))
@@ -99,28 +110,35 @@ def start_diagnosing_exporters(topo: Topology) -> None:
     image.start_lab_exporters(topo, state_dir() / "volumes", values_for=lambda node: diagnosing_values(topo, node))
 
 
-UNKNOWN_TARGETS: dict[str, list[str]] = {}  # node → the targets of its last unknown verdict (for failure messages)
+FAILING_TARGETS: dict[str, list[str]] = {}  # node → its targets failing now (flaky or down), at the last poll
+# node → the records of its last unknown verdict's targets (for failure messages)
+UNKNOWN_TARGETS: dict[str, list[Any]] = {}
 
 
 def watch(topo: Topology, seconds: float) -> dict[str, list[tuple[float, frozenset[str]]]]:
     """Every node's verdicts over `seconds`, polled from inside its exporter pod: (Unix time, causes)."""
-    children = {}
-    for pod in topo.pods_of(EXPORTER):
-        url = f"http://{pod.ip}:{pod.ports['metrics']}/diagnose"
-        argv = [sys.executable, "-c", POLLER, url, str(seconds), str(POLL_EVERY)]
-        children[pod.node] = subprocess.Popen(
-            ["ip", "netns", "exec", netns.check_name(pod.netns), *argv], stdout=subprocess.PIPE, text=True
-        )
+    # Each poller writes to a file of its own, not a pipe: the parent waits for the pollers one by one, and a
+    # pipe's 64 KiB fill in seconds with the failure details, blocking the others' polls mid-phase.
     out: dict[str, list[tuple[float, frozenset[str]]]] = {}
-    for node, child in children.items():
-        try:
-            text, _ = child.communicate(timeout=seconds + 10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            text, _ = child.communicate()
-        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-        out[node] = [(line["t"], frozenset(line["causes"])) for line in lines if "causes" in line]
-        UNKNOWN_TARGETS[node] = next((line["unknown"] for line in reversed(lines) if line.get("unknown")), [])
+    with contextlib.ExitStack() as files:
+        children = {}
+        for pod in topo.pods_of(EXPORTER):
+            url = f"http://{pod.ip}:{pod.ports['metrics']}/diagnose"
+            argv = [sys.executable, "-c", POLLER, url, str(seconds), str(POLL_EVERY)]
+            sink = files.enter_context(tempfile.TemporaryFile("w+"))
+            argv = ["ip", "netns", "exec", netns.check_name(pod.netns), *argv]
+            children[pod.node] = (subprocess.Popen(argv, stdout=sink, text=True), sink)
+        for node, (child, sink) in children.items():
+            try:
+                child.wait(timeout=seconds + 10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            sink.seek(0)
+            lines = [json.loads(line) for line in sink.read().splitlines() if line.strip()]
+            out[node] = [(line["t"], frozenset(line["causes"])) for line in lines if "causes" in line]
+            FAILING_TARGETS[node] = next((ln["failing"] for ln in reversed(lines) if "failing" in ln), ["no answer"])
+            UNKNOWN_TARGETS[node] = next((ln["detail"] for ln in reversed(lines) if ln.get("unknown")), [])
     return out
 
 
@@ -211,6 +229,19 @@ def cases(place: Layout) -> list[Case]:
         bystanders = {n: {"unknown", f"seen:{broken}"} for n in through_ingress(broken)}
         return Case(scenario, broken, on({broken: {cause}}), tolerate=bystanders, **kw)
 
+    def overlay(scenario: str) -> Case:
+        # With one controller, on a node the overlay still reaches, another node's requests through it fail only
+        # when it picks a replica behind the broken overlay: legs of the controller's node, not theirs. Beside
+        # their own overlay_down the others may say `seen:<controller's node>` (its report explains them) or,
+        # when its own probes happened to pass, `unknown` for those requests (found on seed:0)
+        broken = fault_node(place, scenario)
+        through = {
+            n: {"unknown", f"seen:{one_ingress}"}
+            for n in nodes
+            if one_ingress not in (None, broken) and n not in (one_ingress, broken)
+        }
+        return Case(scenario, broken, everywhere("overlay_down"), tolerate=through)
+
     # each node with a controller of its own has observed every leg of the request; with one controller, only
     # its node has, and the others see that node's verdict through it
     slow = everywhere("backend_slow")
@@ -227,8 +258,8 @@ def cases(place: Layout) -> list[Case]:
         ),
         Case("dns-down", None, everywhere("coredns_down")),
         # the other nodes lose the broken node's pods: their verdict names that node, which is what broke for them
-        Case("overlay-down", fault_node(place, "overlay-down"), everywhere("overlay_down")),
-        Case("vxlan-blocked", fault_node(place, "vxlan-blocked"), everywhere("overlay_down")),
+        overlay("overlay-down"),
+        overlay("vxlan-blocked"),
         # The localizer must name a cause within 3 probes, so these run at 90 % loss: at 50 % a 3-probe window
         # misses the pattern about a third of the time. Low rates are the alerts' job, over longer windows.
         flaky("intermittent-loss", "forward_drop", rate=LOSS_RATE),
@@ -282,6 +313,18 @@ def diag_lab(request: pytest.FixtureRequest) -> Iterator[tuple[Topology, Matrix]
             assert netns.lab_namespaces() == []
 
 
+def settle(topo: Topology) -> None:
+    """Wait until no node has a target failing now (flaky or down), so a case's failures start a bout of their
+    own: the first case of a run would otherwise see start-up's failures in it (a peer exporter not yet
+    listening answers refused, which rules out a silent overlay); later cases find that already true."""
+    until = time.time() + 3 * DEADLINE
+    while time.time() < until:
+        watch(topo, 0.5)
+        if not any(FAILING_TARGETS.values()):
+            return
+    pytest.fail(f"the lab's windows did not clear before the break: {FAILING_TARGETS}")
+
+
 def first_time(samples: list[tuple[float, frozenset[str]]], holds: Any) -> float | None:
     return next((t for t, causes in samples if holds(causes)), None)
 
@@ -310,6 +353,7 @@ def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
     case = next(c for c in cases(topo.placement) if c.scenario == scenario)
     every_node = node_names(topo.placement)
     scenarios.heal(topo)
+    settle(topo)
     broke_at = time.time()
     nodes = scenarios.break_(topo, case.scenario, case.node, case.rate)
     try:
@@ -317,6 +361,7 @@ def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
     finally:
         healed_at = time.time()
         scenarios.heal(topo, case.scenario)
+    unknown_during = dict(UNKNOWN_TARGETS)  # the next watch overwrites it
     after = watch(topo, OBSERVE)
 
     to_verdict: dict[str, float | None] = {}
@@ -342,10 +387,11 @@ def test_scenario_is_named_on_the_affected_nodes_and_cleared_after_heal(
             if t is None or t - broke_at > deadline(case.interval):
                 problems.append(f"{node}: {sorted(expected)} not within {deadline(case.interval):.1f}s: {samples[-3:]}")
             end = samples[-1][1] if samples else frozenset()
-            if set(end) != expected:
+            # what the case tolerates may be held at the end too, beside the expected causes
+            if not expected <= set(end) or set(end) - expected - case.tolerate.get(node, NONE):
                 problems.append(
                     f"{node}: at the end of the break phase {sorted(end)}, expected {sorted(expected)}"
-                    + (f" (unknown: {UNKNOWN_TARGETS[node]})" if "unknown" in end else "")
+                    + (f" (unknown: {unknown_during[node]})" if "unknown" in end else "")
                 )
     to_clear: dict[str, float | None] = {}
     for node in every_node:
