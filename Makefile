@@ -70,7 +70,7 @@ test-layouts: deps venv image
 
 # The healthy lab watched for 10 minutes for any verdict, on the reported layout (one ingress controller): ~12 min.
 test-soak: deps venv image
-	NETPATH_LAYOUTS=one-node NETPATH_HEALTHY_SOAK=600 PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -p no:cacheprovider -m lab tests/lab/test_diagnosis.py -k healthy
+	NETPATH_LAYOUTS=one-node NETPATH_HEALTHY_SOAK=600 PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -p no:cacheprovider --timeout 900 -m lab tests/lab/test_diagnosis.py -k healthy
 
 demo: deps venv
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m lab.demo $(DEMO_ARGS)
