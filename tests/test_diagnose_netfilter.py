@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from exporter.diagnose import netfilter
 from exporter.model import Perspective
 from exporter.node.facts import ClusterIPPort, IptablesFacts
@@ -77,3 +79,15 @@ def test_counters_compare_only_the_same_rule_at_the_same_place() -> None:
     assert netfilter.rising_drop(walk, before) == walk.drop
     moved = facts("[0:0] -A FORWARD -p udp -j ACCEPT\n[7:420] -A FORWARD -m conntrack --ctstate DNAT -j DROP\n")
     assert netfilter.counter_delta(walk.drop, moved) is None  # rule 1 is another rule there
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.42.1.5:8080", ("10.42.1.5", 8080)),
+        ("[fd00:42::5]:8080", ("fd00:42::5", 8080)),
+        ("10.42.1.5", ("10.42.1.5", 0)),
+    ],
+)
+def test_a_dnat_destination_reads_as_host_and_port(value: str, expected: tuple[str, int]) -> None:
+    assert netfilter.to_destination(value) == expected

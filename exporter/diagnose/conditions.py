@@ -280,32 +280,12 @@ def _dnat_endpoints(s: Scope) -> list[TargetStatus]:
     """Direct probes of the pods this node's own NAT rules send the group's ClusterIP targets to: the Service's
     endpoints when no direct probe carries its name — a second Service over another's pods, or discovery having
     dropped endpoints that turned not ready (found on seeded layouts)."""
-    facts = s.picture.node_facts
-    if facts is None:
-        return []
-    sent_to: set[tuple[str, int]] = set()
-    for _, ipt in facts.kube_backends():
-        for x in s.candidates if ipt.tables else ():
-            packet = _packet(s.picture, x)
-            if packet is not None and x.target.path is PathClass.CLUSTER_IP:
-                sent_to.update(_host_port(d) for d in netfilter.walk(ipt, packet).dnat)
+    sent_to = {netfilter.to_destination(d) for _, _, walked in _walks(s) for d in walked.dnat}
     return [
         e
-        for e in s.picture.statuses
-        if e.target.via is Via.POD
-        and not is_large(e.target)
-        and e.health is not Health.PENDING
-        and (d := destination(e.target)) is not None
-        and (d[0], d[1]) in sent_to
+        for e in s.picture.direct_probes
+        if e.health is not Health.PENDING and (d := destination(e.target)) is not None and (d[0], d[1]) in sent_to
     ]
-
-
-def _host_port(to_destination: str) -> tuple[str, int]:
-    """`10.42.1.5:8080` / `[fd00::5]:8080` (iptables' --to-destination) as (host, port); port 0 when absent."""
-    host, _, port = to_destination.rpartition(":")
-    if not host or not port.isdigit():
-        return to_destination.strip("[]"), 0
-    return host.strip("[]"), int(port)
 
 
 def _backend_down_targets(s: Scope) -> list[TargetStatus]:

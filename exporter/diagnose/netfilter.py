@@ -162,6 +162,14 @@ def _walk_chain(
     return ""
 
 
+def to_destination(value: str) -> tuple[str, int]:
+    """A DNAT's `--to-destination` (`10.42.1.5:8080`, `[fd00::5]:8080`) as (host, port); port 0 when it names none."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        return value.strip("[]"), 0
+    return host.strip("[]"), int(port)
+
+
 def walk(facts: IptablesFacts, packet: Packet) -> Walk:
     """Follow the packet: nat (PREROUTING from a pod, OUTPUT from the node), then filter (FORWARD / OUTPUT)."""
     out = Walk()
@@ -170,8 +178,8 @@ def walk(facts: IptablesFacts, packet: Packet) -> Walk:
     _walk_chain(nat, "nat", hook, packet, packet.destination, packet.port, frozenset({"NEW"}), out)
     destination, port, states = packet.destination, packet.port, frozenset({"NEW"})
     if out.dnat:
-        host, _, to_port = out.dnat[0].rpartition(":")
-        destination, port, states = host or out.dnat[0], int(to_port) if to_port.isdigit() else port, states | {"DNAT"}
+        host, to_port = to_destination(out.dnat[0])
+        destination, port, states = host, to_port or port, states | {"DNAT"}
     filt = facts.tables.get("filter", {})
     chain = "OUTPUT" if packet.perspective is Perspective.NODE else "FORWARD"
     decided = _walk_chain(filt, "filter", chain, packet, destination, port, states, out)

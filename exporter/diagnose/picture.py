@@ -132,10 +132,16 @@ class Picture:
         return tuple(s for s in self.service_targets if s.target.path is PathClass.CLUSTER_IP)
 
     @cached_property
+    def direct_probes(self) -> tuple[TargetStatus, ...]:
+        """Direct probes of pods (pod IP or DNS to the pod), excluding large-body ones: what says whether a
+        backend itself answers."""
+        return tuple(s for s in self.statuses if s.target.via is Via.POD and not is_large(s.target))
+
+    @cached_property
     def _endpoints(self) -> dict[str, tuple[TargetStatus, ...]]:
         by_service: dict[str, list[TargetStatus]] = defaultdict(list)
-        for s in self.statuses:
-            if s.target.via is Via.POD and s.target.service and not is_large(s.target):
+        for s in self.direct_probes:
+            if s.target.service:
                 by_service[s.target.service].append(s)
         return {service: tuple(found) for service, found in by_service.items()}
 

@@ -68,12 +68,10 @@ while time.time() < until:
         causes = sorted(v["cause"] for v in doc["verdicts"]) + ["seen:" + f["node"] for f in doc.get("peer_faults", [])]
         # the unknown targets' own records (target node, Service, health, reasons): what a failure message shows
         fields = ("name", "from", "via", "target_node", "service", "health", "failures", "reasons", "last_http_status")
-        detail = [
-            {k: r.get(k) for k in fields}
-            for r in doc.get("targets", [])
-            if r["name"] + "/" + r["transport"] in set(unknown)
-        ]
-        failing = sorted(r["name"] for r in doc.get("targets", []) if r["health"] in ("flaky", "down"))
+        unknown_keys = set(unknown)
+        records = doc.get("targets", [])
+        detail = [{k: r.get(k) for k in fields} for r in records if r["name"] + "/" + r["transport"] in unknown_keys]
+        failing = sorted(r["name"] for r in records if r["health"] in ("flaky", "down"))
         line = {"t": time.time(), "causes": causes, "unknown": unknown, "detail": detail, "failing": failing}
         print(json.dumps(line), flush=True)
     except Exception as exc:
@@ -235,11 +233,9 @@ def cases(place: Layout) -> list[Case]:
         # their own overlay_down the others may say `seen:<controller's node>` (its report explains them) or,
         # when its own probes happened to pass, `unknown` for those requests (found on seed:0)
         broken = fault_node(place, scenario)
-        through = {
-            n: {"unknown", f"seen:{one_ingress}"}
-            for n in nodes
-            if one_ingress not in (None, broken) and n not in (one_ingress, broken)
-        }
+        through: dict[str, set[str]] = {}
+        if one_ingress not in (None, broken):
+            through = {n: {"unknown", f"seen:{one_ingress}"} for n in nodes if n not in (one_ingress, broken)}
         return Case(scenario, broken, everywhere("overlay_down"), tolerate=through)
 
     # each node with a controller of its own has observed every leg of the request; with one controller, only
