@@ -169,10 +169,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "6c",
         Cause.FORWARD_DROP,
-        "Service targets losing SYNs whose pods are clean",
+        "Service targets losing packets whose pods are clean",
         ("has_candidates", "node_view", "nat_rules_in_place", "walk_meets_a_drop"),
         explains="the candidates and the silent Service failures whose pods answer",
-        evidence=("SYNs lost via the Service, not direct", "NAT in place", "packet walk"),
+        evidence=("packets lost via the Service, not direct", "NAT in place", "packet walk"),
         summary="lossy",
     ),
     Rule(
