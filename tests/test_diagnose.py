@@ -1506,3 +1506,21 @@ def test_a_steady_504_on_requests_that_resent_their_syn_to_the_ingress_is_no_slo
     slow_route = lambda t: t.path is PathClass.INGRESS and t.name.endswith("-slow")  # noqa: E731
     node.rounds(2, breaking(slow_route, lambda t: resent_504)).facts(NODE_FACTS)
     assert Cause.BACKEND_SLOW not in node.causes()
+
+
+def test_udp_dns_lost_before_the_facts_show_the_broken_state_waits_for_them_instead_of_naming_a_dns_cause() -> None:
+    # found live (chart cadence: facts every 30 s): the facts read before the fault did not hold the lossy rule,
+    # the first UDP queries were lost with the TCP probes lucky, and conntrack_race was named until rule 6c
+    # could see the rule in the next reading
+    node = Node("node1").rounds(6).facts(replace(NODE_FACTS, iptables_nft=lab_iptables({})))
+    node.rounds(3, dns_via_service_lost_now_and_then(frozenset({Transport.UDP})))
+    assert node.causes() == [Cause.UNKNOWN]
+    node.facts(replace(NODE_FACTS, iptables_nft=lab_iptables({"intermittent-loss": 0.1})))
+    assert node.causes() == [Cause.FORWARD_DROP]
+
+
+def test_the_conntrack_race_is_named_once_facts_read_since_show_no_shared_drop() -> None:
+    node = Node("node1").rounds(6).facts(replace(NODE_FACTS, iptables_nft=lab_iptables({})))
+    node.rounds(3, dns_via_service_lost_now_and_then(frozenset({Transport.UDP})))
+    node.facts(replace(NODE_FACTS, iptables_nft=lab_iptables({"udp-dns-loss": 0.1})))
+    assert node.causes() == [Cause.CONNTRACK_RACE]

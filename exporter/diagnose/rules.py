@@ -184,6 +184,7 @@ RULES: tuple[Rule, ...] = (
             "tcp_dns_via_service_clean",
             "cluster_ips_clean_since",
             "udp_dns_direct_not_failing",
+            "query_loss_not_the_service_paths",
         ),
         evidence=("UDP vs TCP",),
     ),
@@ -191,7 +192,7 @@ RULES: tuple[Rule, ...] = (
         "6e",
         Cause.DNS_SERVICE_PATH,
         "silent DNS-via-Service targets whose CoreDNS answers",
-        ("has_candidates", "cluster_ips_clean_since", "coredns_answers_directly"),
+        ("has_candidates", "cluster_ips_clean_since", "coredns_answers_directly", "query_loss_not_the_service_paths"),
         evidence=("DNS via Service vs direct", "other perspective", "DNAT rules"),
     ),
     Rule(
