@@ -210,17 +210,14 @@ def _shared_drops(s: Scope, x: TargetStatus) -> list[tuple[str, netfilter.Packet
     if s.facts is None or packet is None:
         return []
     shows = WALK_SHOWS[Cause.FORWARD_DROP]
-    others = [
-        (c, q)
-        for c in s.picture.cluster_ips
-        if c.health is not Health.DOWN and (q := _packet(s.picture, c)) is not None
-    ][:SHARED_DROP_WALKS]
+    getting_through = [c for c in s.picture.cluster_ips if c.health is not Health.DOWN][:SHARED_DROP_WALKS]
+    others = [q for c in getting_through if (q := _packet(s.picture, c)) is not None]
     out: list[tuple[str, netfilter.Packet, netfilter.Walk]] = []
     for backend, ipt in s.facts.kube_backends():
         walked = netfilter.walk(ipt, packet) if ipt.tables else None
         if walked is None or not shows(walked):
             continue
-        for _, other in others:
+        for other in others:
             theirs = netfilter.walk(ipt, other)
             if shows(theirs) and _drop_points(walked) & _drop_points(theirs):
                 out += [(backend, packet, walked), (backend, other, theirs)]
@@ -542,8 +539,16 @@ def cluster_ips_clean_since(s: Scope) -> bool:
     )
 
 
-def _rules_to_walk(s: Scope) -> bool:
-    return s.picture.node_view and s.facts is not None and any(ipt.tables for _, ipt in s.facts.kube_backends())
+def _walk_awaits_facts(s: Scope) -> bool:
+    """The node's rules can be walked (node view, rules kept with the facts), but the facts were read before the
+    candidates began failing: a rule put in since is not in them."""
+    facts = s.facts
+    return (
+        s.picture.node_view
+        and facts is not None
+        and any(ipt.tables for _, ipt in facts.kube_backends())
+        and not facts.fresh_for(s.candidates)
+    )
 
 
 def query_loss_not_the_service_paths(s: Scope) -> bool:
@@ -552,10 +557,7 @@ def query_loss_not_the_service_paths(s: Scope) -> bool:
     # Found live at 10 % loss: the facts read before the fault did not hold the rule yet, so rule 6c could not
     # see it, and the first UDP queries lost with the TCP probes lucky named conntrack_race. Wait for facts that
     # describe the broken state (PENDING): `unknown` meanwhile, never a DNS-only cause the next reading refutes.
-    if not _rules_to_walk(s):
-        return True
-    assert s.facts is not None
-    return s.facts.fresh_for(s.candidates) and not any(_shared_drops(s, x) for x in s.candidates)
+    return not _walk_awaits_facts(s) and not any(_shared_drops(s, x) for x in s.candidates)
 
 
 def udp_dns_direct_not_failing(s: Scope) -> bool:
@@ -701,9 +703,7 @@ PENDING: dict[str, Check] = {
     "tcp_dns_via_service_clean": lambda s: _not_probed_yet(_tcp_dns_of(s), s.onset),
     "cluster_ips_clean_since": lambda s: _not_probed_yet(list(s.picture.cluster_ips), s.onset),
     "udp_dns_direct_not_failing": lambda s: _not_probed_yet(_direct_udp_of(s), s.onset),
-    "query_loss_not_the_service_paths": lambda s: (
-        _rules_to_walk(s) and s.facts is not None and not s.facts.fresh_for(s.candidates)
-    ),
+    "query_loss_not_the_service_paths": _walk_awaits_facts,
 }
 
 
