@@ -1495,16 +1495,9 @@ def test_a_steady_504_on_requests_that_resent_their_syn_to_the_ingress_is_no_slo
     # found live: the ingress reached by its controller's ClusterIP (DNATed on the lossy node) answered 504 and
     # its own probes retransmitted SYNs; a slow backend does not make the client's SYN retransmit
     node = Node("node1", ingress_on="node1").rounds(6).facts(NODE_FACTS)
-    resent_504 = ProbeResult.failure(
-        Reason.BAD_STATUS,
-        2.0,
-        "status 504, expected 200",
-        http_status=504,
-        body_bytes=160,
-        tcp_info=TCPInfo(syn_retransmits=1, rtt_seconds=0.0004, rttvar_seconds=0.0001),
-    )
+    resent = TCPInfo(syn_retransmits=1, rtt_seconds=0.0004, rttvar_seconds=0.0001)
     slow_route = lambda t: t.path is PathClass.INGRESS and t.name.endswith("-slow")  # noqa: E731
-    node.rounds(2, breaking(slow_route, lambda t: resent_504)).facts(NODE_FACTS)
+    node.rounds(2, breaking(slow_route, lambda t: replace(gateway_timeout(t), tcp_info=resent))).facts(NODE_FACTS)
     assert Cause.BACKEND_SLOW not in node.causes()
 
 
